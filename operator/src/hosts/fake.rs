@@ -1,0 +1,1 @@
+//! fake host access (to be written).

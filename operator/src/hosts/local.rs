@@ -1,0 +1,1 @@
+//! local host access (to be written).

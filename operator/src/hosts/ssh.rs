@@ -1,0 +1,1 @@
+//! ssh host access (to be written).

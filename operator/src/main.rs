@@ -1,0 +1,2 @@
+//! `ballastd`: the operator binary.
+fn main() {}
