@@ -143,7 +143,7 @@ pub fn check_image(image: &str) -> Result<(), String> {
             _ => 0,
         };
         if hex_len != 64 {
-            return invalid(format!("digest {digest:?} is not sha256: and 64 lowercase hex digits"));
+            return invalid(format!("digest {digest:?} is not \"sha256:\" and 64 lowercase hex digits"));
         }
     }
     // A ':' after the last '/' starts the tag; one before it belongs to a registry's port.
@@ -494,7 +494,7 @@ mod tests {
             ("app v1", "\"app v1\" is not an image reference: it contains whitespace"),
             ("Bioloupe/datalake", "\"Bioloupe/datalake\" is not an image reference: repository \"Bioloupe/datalake\" must be lowercase"),
             ("app:", "\"app:\" is not an image reference: tag \"\" is not valid (letters, digits, '_', '.', '-', at most 128)"),
-            ("app@sha256:abc", "\"app@sha256:abc\" is not an image reference: digest \"sha256:abc\" is not sha256: and 64 lowercase hex digits"),
+            ("app@sha256:abc", "\"app@sha256:abc\" is not an image reference: digest \"sha256:abc\" is not \"sha256:\" and 64 lowercase hex digits"),
             ("app//x", "\"app//x\" is not an image reference: repository part \"\" is not valid (lowercase letters and digits, separated by '.', '_' or '-')"),
             ("reg.io:abc/app", "\"reg.io:abc/app\" is not an image reference: registry \"reg.io:abc\" is not a host name with an optional port"),
         ];
