@@ -89,17 +89,19 @@ pub fn container_config(
     }
 }
 
-/// `[IP:]HOST_PORT:CONTAINER_PORT[/PROTO]` or `CONTAINER_PORT[/PROTO]` (validated before it is stored).
+/// A published port from its (already validated) docker `-p` text.
 fn port_binding(text: &str) -> Option<PortBinding> {
-    let (ports, protocol) = text.split_once('/').unwrap_or((text, "tcp"));
-    let parts: Vec<&str> = ports.rsplitn(3, ':').collect();
-    let (host_ip, host_port, container_port) = match parts.as_slice() {
-        [c] => (None, 0, c.parse().ok()?),
-        [c, h] => (None, h.parse().ok()?, c.parse().ok()?),
-        [c, h, ip] => (Some(ip.trim_matches(['[', ']']).to_string()), h.parse().ok()?, c.parse().ok()?),
-        _ => return None,
+    let mapping = ballast_specs::ports::parse_port(text).ok()?;
+    let protocol = match mapping.protocol {
+        ballast_specs::ports::Protocol::Tcp => "tcp",
+        ballast_specs::ports::Protocol::Udp => "udp",
     };
-    Some(PortBinding { host_ip, host_port, container_port, protocol: protocol.to_string() })
+    Some(PortBinding {
+        host_ip: mapping.host_ip.map(|ip| ip.to_string()),
+        host_port: mapping.host_port.unwrap_or(0),
+        container_port: mapping.container_port,
+        protocol: protocol.to_string(),
+    })
 }
 
 #[cfg(test)]
