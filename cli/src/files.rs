@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ballast_specs::{parse_documents, Object, Problem};
+use ballast_specs::{parse_file, Object, Problem, MAX_FILE_BYTES};
 
-use crate::client::{mebibytes, BODY_LIMIT};
+use crate::client::mebibytes;
 use crate::error::CliError;
 
 /// The objects of all given files, in order, with where each came from.
@@ -14,7 +14,7 @@ pub struct SpecFiles {
     pub origins: Vec<Origin>,
 }
 
-/// Where an object was written: its file and its place among the file's objects (1-based).
+/// Where an object was written: its file and its YAML document number (1-based).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub file: String,
@@ -33,6 +33,17 @@ pub fn read(paths: &[PathBuf], what: &str) -> Result<SpecFiles, CliError> {
     for file in &files {
         let shown = file.display().to_string();
         let whole_file = |message: String| Problem::new("", message).located(Some(&shown), None);
+        // Too large: refused before it is read.
+        if let Ok(metadata) = std::fs::metadata(file) {
+            if metadata.len() > MAX_FILE_BYTES as u64 {
+                problems.push(whole_file(format!(
+                    "the file is {}, more than the {} a spec file may have; nothing was read",
+                    mebibytes(metadata.len() as usize),
+                    mebibytes(MAX_FILE_BYTES)
+                )));
+                continue;
+            }
+        }
         let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
             Err(err) => {
@@ -40,23 +51,15 @@ pub fn read(paths: &[PathBuf], what: &str) -> Result<SpecFiles, CliError> {
                 continue;
             }
         };
-        if bytes.len() > BODY_LIMIT {
-            problems.push(whole_file(format!(
-                "the file is {}, more than the limit of {} for spec files",
-                mebibytes(bytes.len()),
-                mebibytes(BODY_LIMIT)
-            )));
-            continue;
-        }
         let Ok(text) = String::from_utf8(bytes) else {
             problems.push(whole_file("the file is not UTF-8 text".to_string()));
             continue;
         };
-        match parse_documents(&text, Some(&shown)) {
-            Ok(objects) => {
-                for (index, object) in objects.into_iter().enumerate() {
-                    specs.origins.push(Origin { file: shown.clone(), document: index + 1 });
-                    specs.objects.push(object);
+        match parse_file(&text, Some(&shown)) {
+            Ok(documents) => {
+                for document in documents {
+                    specs.origins.push(Origin { file: shown.clone(), document: document.number });
+                    specs.objects.push(document.object);
                 }
             }
             Err(found) => problems.extend(found.into_iter().map(|p| p.located(Some(&shown), None))),

@@ -9,7 +9,7 @@ use ballast_specs::{validate_object, validate_set, Object, Problem, Role};
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{Actor, Store};
+use crate::store::{Actor, Store, StoreError};
 
 /// `POST /api/v1/apply`: validates the whole set, then stores it in one transaction (or computes a dry run).
 /// A problem's path starts with `objects[i]`, the index of its object in the request.
@@ -29,8 +29,23 @@ pub async fn apply(
         return Err(ApiError::invalid(problems));
     }
     let objects = request.objects.into_iter().map(without_bookkeeping).collect();
-    let results = state.store.apply(objects, request.dry_run, &actor).await?;
-    Ok(Json(ApplyResponse { results }))
+    match state.store.apply(objects, request.dry_run, &actor).await {
+        Ok(results) => Ok(Json(ApplyResponse { results })),
+        // The store locates its problems by document = 1-based object index; the API says `objects[i]`.
+        Err(StoreError::Invalid(problems)) => Err(ApiError::invalid(
+            problems
+                .into_iter()
+                .map(|mut p| match p.document.take() {
+                    Some(number) if p.file.is_none() && number > 0 => at_object(number - 1, p),
+                    document => {
+                        p.document = document;
+                        p
+                    }
+                })
+                .collect(),
+        )),
+        Err(err) => Err(err.into()),
+    }
 }
 
 pub async fn list_hosts(State(state): State<AppState>) -> Result<Json<List<Object>>, ApiError> {
