@@ -124,9 +124,7 @@ impl Auth {
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("a bearer token is required (Authorization: Bearer TOKEN)".to_string())
-            })?;
+            .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".to_string()))?;
         let presented = digest(presented);
         // Look at every token, whatever matches, so timing does not tell which one did.
         let mut found: Option<&Token> = None;
