@@ -11,6 +11,7 @@
 #   e2e/rig/ctl.sh DIR sshd <i> stop|start    stop (by PID) or start host i's sshd
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
 [ $# -ge 3 ] || rig_die "usage: ctl.sh DIR docker|ssh|curl|link|rekey|trust|dockerd|sshd <i> ..."

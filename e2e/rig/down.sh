@@ -5,6 +5,7 @@
 #   e2e/rig/down.sh DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
 [ $# -eq 1 ] || rig_die "usage: down.sh DIR"

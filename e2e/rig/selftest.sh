@@ -5,6 +5,7 @@
 #   e2e/rig/selftest.sh [DIR]      DIR defaults to /tmp/blst-selftest (must not exist)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
 dir=${1:-/tmp/blst-selftest}

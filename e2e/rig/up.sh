@@ -9,6 +9,7 @@
 # Stop it with e2e/rig/down.sh DIR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
 [ $# -eq 2 ] || rig_die "usage: up.sh N DIR"
