@@ -88,11 +88,26 @@ impl TestEtcd {
         Ok(answer.get("kvs").and_then(|kvs| kvs.as_array()).cloned().unwrap_or_default())
     }
 
+    /// The keys and values under `prefix`, decoded, sorted by key.
+    pub async fn entries(&self, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let mut entries = Vec::new();
+        for kv in self.range(prefix).await? {
+            let field = |name: &str| -> anyhow::Result<String> {
+                let text = kv.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+                let bytes = unbase64(text).with_context(|| format!("etcd sent a bad {name}: {text:?}"))?;
+                String::from_utf8(bytes).with_context(|| format!("etcd sent a non-utf-8 {name}"))
+            };
+            entries.push((field("key")?, field("value")?));
+        }
+        Ok(entries)
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
 
-    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    /// A request to etcd's JSON gateway (`/v3/...`), for what the store does not expose.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.endpoint());
         let response =
             self.http.post(&url).json(&body).send().await.with_context(|| format!("POST {url}"))?;
@@ -207,6 +222,30 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +257,9 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"/ballast/v1/"), "L2JhbGxhc3QvdjEv");
+        for text in ["", "f", "fo", "foo", "/ballast/v1/specs/roles/web"] {
+            assert_eq!(unbase64(&base64(text.as_bytes())), Some(text.as_bytes().to_vec()));
+        }
     }
 
     #[test]

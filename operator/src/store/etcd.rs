@@ -281,19 +281,30 @@ async fn bounded<T>(
 fn store_error(error: etcd_client::Error) -> StoreError {
     use etcd_client::Error as E;
     match error {
-        E::TransportError(e) => StoreError::Unavailable(format!("cannot reach etcd: {e}")),
+        E::TransportError(e) => StoreError::Unavailable(format!("cannot reach etcd: {}", root_cause(&e))),
         E::IoError(e) => StoreError::Unavailable(format!("cannot reach etcd: {e}")),
         E::GRpcStatus(status) => {
-            // gRPC codes: 1 cancelled, 4 deadline exceeded, 14 unavailable.
+            // gRPC codes: 1 cancelled, 2 unknown, 4 deadline exceeded, 14 unavailable. A status with a
+            // source was made on this side from a failure to reach etcd (etcd's own answers have none).
             let code = i32::from(status.code());
-            if matches!(code, 1 | 4 | 14) {
-                StoreError::Unavailable(format!("etcd: {}", status.message()))
+            let local = std::error::Error::source(&status).is_some();
+            if matches!(code, 1 | 4 | 14) || (code == 2 && local) {
+                StoreError::Unavailable(format!("cannot reach etcd: {}", root_cause(&status)))
             } else {
                 StoreError::Internal(format!("etcd: {}", status.message()))
             }
         }
         other => StoreError::Internal(format!("etcd: {other}")),
     }
+}
+
+/// The innermost error of a chain: the one that says what actually failed (`connection refused`).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 fn entry(kv: etcd_client::KeyValue) -> Result<Entry, StoreError> {
