@@ -1,6 +1,7 @@
 //! ballastd as a library: store, hosts, planner, reconciler and API, wired together by `main.rs` and the tests.
 
 pub mod api;
+pub mod etcd_local;
 pub mod hosts;
 pub mod labels;
 pub mod plan;
