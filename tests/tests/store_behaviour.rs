@@ -41,6 +41,7 @@ cases!(
     stale_update_role_conflicts,
     update_role_checks_its_input,
     concurrent_updates_one_wins,
+    concurrent_applies_all_land,
     history_keeps_the_last_twenty,
     delete_host_still_referenced_conflicts,
     delete_role_removes_everything,
@@ -249,6 +250,33 @@ async fn concurrent_updates_one_wins(store: Arc<dyn Store>) {
         assert_eq!(stored.metadata.generation, read.metadata.generation + 1);
     }
     assert_eq!(store.get_role("web").await.unwrap().unwrap().metadata.generation, 11);
+}
+
+/// Applies race on the same role: each is retried on a fresh read, so every change lands exactly once.
+async fn concurrent_applies_all_land(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let tasks: Vec<_> = (0..4)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let objects = vec![role_object("web", &["h1"], &format!("app:c{n}"))];
+                store.apply(objects, false, &actor()).await
+            })
+        })
+        .collect();
+    let mut generations = Vec::new();
+    for task in tasks {
+        let results = task.await.unwrap().expect("a racing apply is retried, not refused");
+        assert_eq!(results[0].outcome, ApplyOutcome::Configured);
+        generations.push(results[0].generation);
+    }
+    generations.sort();
+    assert_eq!(generations, vec![2, 3, 4, 5], "each apply got its own generation");
+    let stored = store.get_role("web").await.unwrap().unwrap();
+    assert_eq!(stored.metadata.generation, 5);
+    let history = store.history("web").await.unwrap();
+    assert_eq!(history.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(history[4].spec.image, stored.spec.image);
 }
 
 async fn history_keeps_the_last_twenty(store: Arc<dyn Store>) {

@@ -95,6 +95,15 @@ async fn events_share_a_lease_of_over_an_hour() {
     let ttl = etcd.post("/v3/lease/timetolive", serde_json::json!({"ID": leases[0]})).await.unwrap();
     let granted: i64 = ttl["grantedTTL"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
     assert!(granted >= 3600, "events live at least an hour: {ttl}");
+
+    // The lease gone (revoked, expired, or etcd restored): the next event takes a new one.
+    etcd.post("/v3/lease/revoke", serde_json::json!({"ID": leases[0]})).await.unwrap();
+    assert!(etcd.range("/ballast/v1/events/").await.unwrap().is_empty(), "revoking drops its events");
+    store.add_event(&event("2024-05-01T10:00:04Z", "web", "Created")).await.unwrap();
+    let kvs = etcd.range("/ballast/v1/events/").await.unwrap();
+    assert_eq!(kvs.len(), 1);
+    let lease = kvs[0]["lease"].as_str().unwrap_or("0");
+    assert!(lease != "0" && lease != leases[0], "a new lease: {kvs:?}");
 }
 
 #[tokio::test]
