@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod docker;
+pub mod sshd;
