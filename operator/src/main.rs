@@ -124,8 +124,10 @@ async fn run(args: Args) -> Result<(), Failure> {
     };
     let result = serve(&args, auth, &endpoints).await;
     if let Some(etcd) = embedded {
-        etcd.stop().await;
-        tracing::info!("embedded etcd stopped");
+        match etcd.shutdown().await {
+            Ok(()) => tracing::info!("embedded etcd stopped"),
+            Err(e) => tracing::warn!(error = %e, "embedded etcd did not stop cleanly"),
+        }
     }
     result.map_err(run_error)
 }

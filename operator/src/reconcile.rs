@@ -640,3 +640,19 @@ async fn needs_reconcile(
         None => true,
     })
 }
+
+/// `GET /api/v1/plan`: the plans of every unit (or one role's) against what the hosts run right now.
+#[async_trait::async_trait]
+impl crate::api::Plans for Context {
+    async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError> {
+        let snapshot = self.store.snapshot().await?;
+        if let Some(role) = role {
+            if !snapshot.roles.iter().any(|r| r.metadata.name == role) {
+                return Err(StoreError::NotFound { kind: "role", name: role.to_string() });
+            }
+        }
+        // A standby has no statuses in memory: read them, so halted rollouts show as such.
+        self.load_statuses().await?;
+        Ok(preview(self, &snapshot, role).await)
+    }
+}

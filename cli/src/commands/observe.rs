@@ -259,6 +259,7 @@ mod tests {
             memory: None,
             message: "boom".to_string(),
             since: Utc::now(),
+            failed: None,
         }
     }
 

@@ -1,0 +1,176 @@
+//! Access to the e2e rig for scenarios: its hosts' Docker engines, links and keys, through `e2e/rig/ctl.sh`.
+//!
+//! A scenario takes the rig with [`Rig::acquire`]: the one named by `RIG_DIR` (brought up by `.ci/run`), or else a
+//! private one brought up for the test and torn down when the guard drops. One scenario uses the rig at a time
+//! (the rig's names and addresses are fixed): a process-wide lock, and nextest's `rig` test group across processes.
+//! Every scenario starts and ends with no ballast container on any rig host.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+static RIG_LOCK: Mutex<()> = Mutex::new(());
+
+/// A rig in use by one scenario.
+pub struct Rig {
+    pub dir: PathBuf,
+    env: BTreeMap<String, String>,
+    /// The rig was brought up for this scenario: tear it down on drop.
+    owned: bool,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Rig {
+    /// The rig of `RIG_DIR`, or a private 2-host rig when it is not set.
+    pub fn acquire() -> Result<Rig> {
+        let lock = RIG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (dir, owned) = match std::env::var_os("RIG_DIR") {
+            Some(dir) => (PathBuf::from(dir), false),
+            None => {
+                let dir = PathBuf::from(format!("/tmp/ballast-rig-{}", std::process::id()));
+                script("up.sh", &["2", path_str(&dir)?]).context("bringing up a private rig (is this root?)")?;
+                (dir, true)
+            }
+        };
+        let text = std::fs::read_to_string(dir.join("rig.env"))
+            .with_context(|| format!("no rig in {} (rig.env missing)", dir.display()))?;
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
+            .collect();
+        let rig = Rig { dir, env, owned, _lock: lock };
+        rig.clean()?;
+        Ok(rig)
+    }
+
+    /// A `rig.env` variable.
+    pub fn var(&self, name: &str) -> Result<&str> {
+        self.env.get(name).map(String::as_str).with_context(|| format!("rig.env has no {name}"))
+    }
+
+    /// How many hosts the rig has.
+    pub fn hosts(&self) -> usize {
+        self.var("RIG_N").ok().and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
+    /// `REGISTRY/ballast/app:TAG`.
+    pub fn image(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.var("RIG_APP_IMAGE").unwrap_or("10.211.0.1:5000/ballast/app"))
+    }
+
+    pub fn hosts_yaml(&self) -> PathBuf {
+        self.dir.join("hosts.yaml")
+    }
+
+    pub fn ssh_key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// The address of host `i`.
+    pub fn addr(&self, i: usize) -> Result<&str> {
+        self.var(&format!("RIG_H{i}_ADDR"))
+    }
+
+    /// The docker CLI against host `i`; its trimmed stdout.
+    pub fn docker(&self, i: usize, args: &[&str]) -> Result<String> {
+        let i = i.to_string();
+        let mut all = vec!["docker", i.as_str()];
+        all.extend_from_slice(args);
+        self.ctl(&all)
+    }
+
+    /// `ctl.sh DIR ARGS...`; its trimmed stdout.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec![path_str(&self.dir)?];
+        all.extend_from_slice(args);
+        script("ctl.sh", &all)
+    }
+
+    /// Ids of the containers on host `i` carrying `label` (`KEY` or `KEY=VALUE`), running or not.
+    pub fn containers(&self, i: usize, label: &str) -> Result<Vec<String>> {
+        let out = self.docker(i, &["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}")])?;
+        Ok(out.split_whitespace().map(str::to_string).collect())
+    }
+
+    /// The only container of `role` on host `i`.
+    pub fn container_of(&self, i: usize, role: &str) -> Result<String> {
+        let ids = self.containers(i, &format!("ballast.role={role}"))?;
+        match ids.as_slice() {
+            [id] => Ok(id.clone()),
+            _ => bail!("expected one {role} container on host {i}, found {}", ids.len()),
+        }
+    }
+
+    /// One `docker inspect --format` field of a container on host `i`.
+    pub fn inspect(&self, i: usize, id: &str, template: &str) -> Result<String> {
+        self.docker(i, &["inspect", "--format", template, id])
+    }
+
+    /// `GET http://HOST_i:PORT/PATH` from the root namespace: the body, or an error.
+    pub fn curl(&self, i: usize, port: u16, path: &str) -> Result<String> {
+        self.ctl(&["curl", &i.to_string(), &port.to_string(), path])
+    }
+
+    /// Removes every ballast container (label `ballast.role`) on every host. Unlabelled ones stay.
+    pub fn clean(&self) -> Result<()> {
+        for i in 1..=self.hosts() {
+            for id in self.containers(i, "ballast.role")? {
+                self.docker(i, &["rm", "-f", &id])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if self.owned {
+            if let Ok(dir) = path_str(&self.dir) {
+                let _ = script("down.sh", &[dir]);
+            }
+        } else {
+            let _ = self.clean();
+        }
+    }
+}
+
+/// Runs `e2e/rig/NAME ARGS...`; its trimmed stdout, or an error with its stderr.
+fn script(name: &str, args: &[&str]) -> Result<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rig").join(name);
+    let output = Command::new("bash").arg(&path).args(args).output().with_context(|| format!("running {name}"))?;
+    if !output.status.success() {
+        bail!(
+            "{name} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().context("rig path is not UTF-8")
+}
+
+/// Polls `check` every 100 ms until it gives `Some`, or fails after `timeout` naming what was awaited.
+pub fn until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
