@@ -120,7 +120,11 @@ async fn apply_get_set_undo_diff() {
         serde_json::from_str(&ok(stack.ballast(&["get", "host", "web-2", "-o", "json"]))).expect("json");
     assert_eq!(host.name(), "web-2");
     let yaml = ok(stack.ballast(&["get", "roles", "web", "-o", "yaml"]));
-    assert!(yaml.contains("kind: Role") && yaml.contains("memory: 1.75g"), "{yaml}");
+    assert!(
+        yaml.starts_with("apiVersion: ballast/v1\nmetadata:\n  name: web\n")
+            && yaml.contains("\n    memory: 1.75g\n"),
+        "{yaml}"
+    );
 
     // set resources bumps only job's generation.
     assert_eq!(
