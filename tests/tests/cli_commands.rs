@@ -395,3 +395,36 @@ async fn usage_errors_exit_2() {
         assert!(stderr(&out).starts_with("error: "), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[tokio::test]
+async fn events_follow_prints_new_events_as_json_lines() {
+    use std::io::BufRead;
+    let stack = Stack::seeded().await.expect("stack");
+    assert_eq!(ok(stack.ballast(&["pause", "web"])), "role/web paused\n");
+    let mut child = ballast_command()
+        .env("BALLAST_SERVER", stack.ballastd.url())
+        .args(["events", "web", "-f", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        let line = receive.recv_timeout(std::time::Duration::from_secs(20)).expect("an event line");
+        serde_json::from_str::<ballast_specs::wire::Event>(&line).expect("an Event")
+    };
+    assert_eq!(next().reason, "Paused");
+    assert_eq!(ok(stack.ballast(&["resume", "web"])), "role/web resumed\n");
+    let resumed = next();
+    assert_eq!((resumed.reason.as_str(), resumed.actor.as_deref()), ("Resumed", Some("anonymous")));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
