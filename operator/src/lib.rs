@@ -1,7 +1,13 @@
 //! ballastd as a library: store, hosts, planner, reconciler and API, wired together by `main.rs` and the tests.
 
 pub mod api;
+pub mod aws;
+pub mod desired;
+pub mod etcd_local;
 pub mod hosts;
 pub mod labels;
 pub mod plan;
+pub mod reconcile;
+pub mod rollout;
+pub mod runtime;
 pub mod store;

@@ -1,1 +1,252 @@
 //! The pure planner: desired + observed state of one (role, host) unit in, actions out. No I/O, no clock.
+//!
+//! The plan never depends on why it was asked for: the same inputs give the same plan.
+
+use std::fmt;
+
+use ballast_specs::format_bytes;
+use ballast_specs::wire::UnitState;
+
+use crate::hosts::{Container, ContainerState};
+use crate::labels;
+
+/// What one unit should be, reduced to what the planner compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub role: String,
+    pub host: String,
+    pub generation: u64,
+    pub image: String,
+    /// [`labels::recreate_hash`] of the desired container.
+    pub hash: String,
+    /// 0 = unlimited.
+    pub nano_cpus: i64,
+    /// 0 = unlimited.
+    pub memory: i64,
+    /// A paused role is observed and reported, never changed.
+    pub paused: bool,
+    /// A rollout of this exact `hash` failed for this role and no retry was asked for: do not try it again.
+    pub halted: bool,
+    /// The generation this unit last converged at (from its stored status), 0 if never. Tells drift
+    /// (something changed a converged unit: `Degraded`) from progress (the spec changed: `Progressing`).
+    pub converged_generation: u64,
+}
+
+/// One step for the executor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Health-gated replacement: pull, create and start a new container, wait until healthy, then remove
+    /// `old` (per the role's strategy). With no `old`, a plain create.
+    Deploy { old: Option<String>, reason: String },
+    /// A new container of the desired hash already exists beside old ones (an interrupted rollout):
+    /// make sure it runs and is healthy, then remove the old ones; on failure remove it and restart the best old one.
+    Finish { new: String, old: Vec<String> },
+    /// Start a stopped container (dead, exited, or never started).
+    Start { id: String, reason: String },
+    /// Change cpus/memory in place, without a restart.
+    UpdateResources { id: String, nano_cpus: i64, memory: i64, reason: String },
+    /// Remove a container: a duplicate, or one whose unit is no longer desired.
+    Remove { id: String, reason: String },
+}
+
+/// The actions for one unit, and the state to report while (or after) they run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub state: UnitState,
+    pub message: String,
+}
+
+/// Decides what to do for one unit. `desired` is `None` when the unit is no longer wanted (role deleted,
+/// or host dropped from the role): every container of it is removed. `observed` holds the containers of this
+/// (role, host) as listed on the host.
+pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
+    let Some(desired) = desired else {
+        let actions: Vec<Action> = sorted(observed.iter().collect())
+            .into_iter()
+            .map(|c| Action::Remove { id: c.id.clone(), reason: "no longer desired".into() })
+            .collect();
+        let message = if actions.is_empty() { "" } else { "removing containers of a unit no longer desired" };
+        return Plan { actions, state: UnitState::Converged, message: message.into() };
+    };
+
+    if desired.paused {
+        let message = match observed.iter().find(|c| c.labels.get(labels::HASH) == Some(&desired.hash)) {
+            Some(_) => "paused: observed only".to_string(),
+            None => "paused: observed only; not at the desired spec".to_string(),
+        };
+        return Plan { actions: Vec::new(), state: UnitState::Paused, message };
+    }
+
+    let (current, stale): (Vec<&Container>, Vec<&Container>) =
+        observed.iter().partition(|c| c.labels.get(labels::HASH) == Some(&desired.hash));
+    let current = sorted(current);
+    let stale = sorted(stale);
+    let drift = desired.converged_generation == desired.generation;
+    let mut actions = Vec::new();
+
+    if let Some((keep, duplicates)) = current.split_first() {
+        for dup in duplicates {
+            actions.push(Action::Remove { id: dup.id.clone(), reason: "duplicate container".into() });
+        }
+        if desired.halted {
+            // The failed rollout's container survived (the executor was interrupted): undo it.
+            actions.push(Action::Remove { id: keep.id.clone(), reason: "rollout failed".into() });
+            if let Some(old) = stale.first() {
+                if old.state != ContainerState::Running {
+                    actions.push(Action::Start {
+                        id: old.id.clone(),
+                        reason: "restore previous container".into(),
+                    });
+                }
+            }
+            return Plan { actions, state: UnitState::Failed, message: String::new() };
+        }
+        if !stale.is_empty() {
+            actions.push(Action::Finish {
+                new: keep.id.clone(),
+                old: stale.iter().map(|c| c.id.clone()).collect(),
+            });
+            return Plan { actions, state: UnitState::Progressing, message: "finishing rollout".into() };
+        }
+        if keep.state != ContainerState::Running {
+            let reason = format!("container {} is {}", short(&keep.id), keep.state);
+            actions.push(Action::Start { id: keep.id.clone(), reason: reason.clone() });
+            return Plan { actions, state: UnitState::Degraded, message: reason };
+        }
+        if keep.nano_cpus != desired.nano_cpus || keep.memory != desired.memory {
+            let reason = resources_change(keep, desired, drift);
+            actions.push(Action::UpdateResources {
+                id: keep.id.clone(),
+                nano_cpus: desired.nano_cpus,
+                memory: desired.memory,
+                reason: reason.clone(),
+            });
+            let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
+            return Plan { actions, state, message: reason };
+        }
+        let state = UnitState::Converged;
+        let message = if actions.is_empty() { String::new() } else { "removing duplicates".into() };
+        return Plan { actions, state, message };
+    }
+
+    // No container of the desired spec.
+    if desired.halted {
+        if let Some(old) = stale.first() {
+            if old.state != ContainerState::Running {
+                actions
+                    .push(Action::Start { id: old.id.clone(), reason: "restore previous container".into() });
+            }
+        }
+        return Plan { actions, state: UnitState::Failed, message: String::new() };
+    }
+    let (old, extra) = match stale.split_first() {
+        Some((old, extra)) => (Some(*old), extra),
+        None => (None, &[][..]),
+    };
+    for c in extra {
+        actions.push(Action::Remove { id: c.id.clone(), reason: "duplicate container".into() });
+    }
+    let (reason, state) = match old {
+        Some(old) => (replace_reason(old, desired), UnitState::Progressing),
+        None if drift => ("container missing, recreating".to_string(), UnitState::Degraded),
+        None => ("creating container".to_string(), UnitState::Progressing),
+    };
+    actions.push(Action::Deploy { old: old.map(|c| c.id.clone()), reason: reason.clone() });
+    Plan { actions, state, message: reason }
+}
+
+/// Running containers first, then the newest generation, then by name: a stable order.
+fn sorted(mut containers: Vec<&Container>) -> Vec<&Container> {
+    containers.sort_by(|a, b| {
+        let running = |c: &Container| c.state != ContainerState::Running;
+        running(a)
+            .cmp(&running(b))
+            .then(labels::generation_of(&b.labels).cmp(&labels::generation_of(&a.labels)))
+            .then(a.name.cmp(&b.name))
+    });
+    containers
+}
+
+fn replace_reason(old: &Container, desired: &Desired) -> String {
+    if old.image != desired.image {
+        return format!("image {} → {}", old.image, desired.image);
+    }
+    let old_generation = labels::generation_of(&old.labels);
+    if old_generation == desired.generation {
+        // Same generation, other hash: a secret rotation or a restart request.
+        return "secret values changed or restart requested".into();
+    }
+    format!("spec changed (generation {old_generation} → {})", desired.generation)
+}
+
+fn resources_change(c: &Container, desired: &Desired, drift: bool) -> String {
+    let mut parts = Vec::new();
+    if c.nano_cpus != desired.nano_cpus {
+        parts.push(format!("cpus {} (was {})", cpus(desired.nano_cpus), cpus(c.nano_cpus)));
+    }
+    if c.memory != desired.memory {
+        parts.push(format!("memory {} (was {})", memory(desired.memory), memory(c.memory)));
+    }
+    let verb = if drift { "restore" } else { "update" };
+    let tail = if drift { ", changed outside ballast" } else { "" };
+    format!("{verb} {}{tail}", parts.join(", "))
+}
+
+/// cpus as `1.5`, or `unlimited`.
+pub fn cpus(nano: i64) -> String {
+    if nano <= 0 {
+        "unlimited".into()
+    } else {
+        format!("{}", nano as f64 / 1e9)
+    }
+}
+
+/// memory as `1.75g`, or `unlimited`.
+pub fn memory(bytes: i64) -> String {
+    if bytes <= 0 {
+        "unlimited".into()
+    } else {
+        format_bytes(bytes as u64)
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Exited => "exited",
+            ContainerState::Dead => "dead",
+            ContainerState::Removing => "removing",
+        };
+        f.write_str(s)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Deploy { old: Some(old), reason } => write!(f, "replace {} ({reason})", short(old)),
+            Action::Deploy { old: None, reason } => write!(f, "create ({reason})"),
+            Action::Finish { new, old } => {
+                let old: Vec<&str> = old.iter().map(|o| short(o)).collect();
+                write!(f, "finish rollout: health-check {}, then remove {}", short(new), old.join(", "))
+            }
+            Action::Start { id, reason } => write!(f, "start {} ({reason})", short(id)),
+            Action::UpdateResources { id, reason, .. } => {
+                write!(f, "update {} in place: {reason}", short(id))
+            }
+            Action::Remove { id, reason } => write!(f, "remove {} ({reason})", short(id)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,8 +2,10 @@
 
 pub mod model;
 pub mod parse;
+pub mod ports;
 pub mod problem;
 pub mod quantity;
+pub mod schema;
 pub mod validate;
 pub mod wire;
 
@@ -11,7 +13,9 @@ pub use model::{
     Health, Host, HostSpec, HttpCheck, Kind, Logging, Metadata, Object, Resources, Role, RoleControl,
     RoleSpec, Secrets, Strategy, API_VERSION,
 };
-pub use parse::parse_documents;
+pub use parse::{parse_documents, parse_file, Document, MAX_FILE_BYTES};
+pub use ports::{parse_port, PortMapping, Protocol};
 pub use problem::Problem;
 pub use quantity::{format_bytes, Cpus, Duration, Memory};
-pub use validate::{validate_object, validate_set};
+pub use schema::json_schema;
+pub use validate::{check_env_name, check_image, check_name, validate_object, validate_set};

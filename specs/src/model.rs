@@ -15,6 +15,8 @@ use crate::quantity::{Cpus, Duration, Memory};
 pub const API_VERSION: &str = "ballast/v1";
 
 /// A stored object of any kind; `kind` is the tag.
+// Objects are few and rarely moved: boxing `Role` would only make every match and constructor noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind")]
 pub enum Object {
@@ -259,15 +261,15 @@ fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
-fn default_user() -> String {
+pub(crate) fn default_user() -> String {
     "root".to_string()
 }
 
-fn default_port() -> u16 {
+pub(crate) fn default_port() -> u16 {
     22
 }
 
-fn default_docker_socket() -> String {
+pub(crate) fn default_docker_socket() -> String {
     "/var/run/docker.sock".to_string()
 }
 

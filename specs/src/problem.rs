@@ -48,3 +48,26 @@ impl std::fmt::Display for Problem {
         f.write_str(&self.message)
     }
 }
+
+/// The path of `key` inside the mapping at `base`: `spec.env.RAILS_ENV`, or `metadata.labels["app.kubernetes.io/name"]`
+/// when the key is not a plain word.
+pub(crate) fn field_path(base: &str, key: &str) -> String {
+    let plain = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match (base.is_empty(), plain) {
+        (true, true) => key.to_string(),
+        (false, true) => format!("{base}.{key}"),
+        (_, false) => format!("{base}[{key:?}]"),
+    }
+}
+
+/// The path of item `index` (0-based) of the list at `base`: `spec.hosts[1]`.
+pub(crate) fn index_path(base: &str, index: usize) -> String {
+    format!("{base}[{index}]")
+}
+
+/// True when `path` is `base` or lies inside it (`spec.ports[0]` is inside `spec.ports` and `spec`).
+pub(crate) fn is_within(path: &str, base: &str) -> bool {
+    base.is_empty()
+        || path == base
+        || (path.starts_with(base) && matches!(path.as_bytes().get(base.len()), Some(b'.' | b'[')))
+}

@@ -88,7 +88,7 @@ pub struct UnitStatus {
     pub host: String,
     /// The role's desired generation.
     pub generation: u64,
-    /// The generation the running container was made from (0: none).
+    /// The last generation this unit converged at (0: never). Equal to `generation` once converged.
     pub observed_generation: u64,
     pub state: UnitState,
     #[serde(default)]
@@ -104,6 +104,18 @@ pub struct UnitStatus {
     pub message: String,
     /// When `state` last changed.
     pub since: DateTime<Utc>,
+    /// Set while a rollout is stopped: which container hash failed, at which retry count. The unit does not try
+    /// that hash again until the spec changes (new hash) or `rollout retry` bumps the role's retry counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedRollout>,
+}
+
+/// The rollout that failed (see [`UnitStatus::failed`]). The hash is a digest: it reveals no value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedRollout {
+    pub hash: String,
+    pub retry: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

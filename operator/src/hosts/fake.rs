@@ -1,1 +1,376 @@
-//! fake host access (to be written).
+//! An in-memory Docker host for fast tests of the reconciler: containers, images, events and health, with
+//! switches to make it unreachable, fail pulls or serve unhealthy images, and counters of every call.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ballast_specs::HostSpec;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{
+    Connector, Container, ContainerConfig, ContainerState, DockerHost, HostError, HostEvent, RegistryAuth,
+};
+use crate::labels;
+
+/// One fake host. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct FakeHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    state: Mutex<State>,
+    events: broadcast::Sender<HostEvent>,
+    /// Added to every call, to model a real host's round trip.
+    latency: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    containers: BTreeMap<String, FakeContainer>,
+    /// Images present on the host.
+    images: BTreeSet<String>,
+    /// Images a pull can fetch.
+    registry: BTreeSet<String>,
+    /// Images whose containers never answer their health check.
+    unhealthy: BTreeSet<String>,
+    unreachable: bool,
+    next_id: u64,
+    calls: HashMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct FakeContainer {
+    container: Container,
+    config: Option<ContainerConfig>,
+    /// How many times it was started.
+    starts: u64,
+}
+
+impl FakeHost {
+    pub fn new(name: &str) -> FakeHost {
+        FakeHost::with_latency(name, Duration::ZERO)
+    }
+
+    pub fn with_latency(name: &str, latency: Duration) -> FakeHost {
+        let (events, _) = broadcast::channel(1024);
+        FakeHost {
+            inner: Arc::new(Inner { name: name.to_string(), state: Mutex::default(), events, latency }),
+        }
+    }
+
+    /// Makes `image` pullable from the fake registry.
+    pub fn publish_image(&self, image: &str) {
+        self.state().registry.insert(image.to_string());
+    }
+
+    /// Makes containers of `image` fail their health check.
+    pub fn set_unhealthy(&self, image: &str) {
+        self.state().unhealthy.insert(image.to_string());
+    }
+
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.state().unreachable = unreachable;
+    }
+
+    /// All containers, ballast's or not, sorted by id.
+    pub fn containers(&self) -> Vec<Container> {
+        self.state().containers.values().map(|c| c.container.clone()).collect()
+    }
+
+    /// The config a container was created with (`None` for ones added with [`FakeHost::add_unlabelled`]).
+    pub fn config_of(&self, id: &str) -> Option<ContainerConfig> {
+        self.state().containers.get(id).and_then(|c| c.config.clone())
+    }
+
+    /// How many times a container was started.
+    pub fn starts_of(&self, id: &str) -> u64 {
+        self.state().containers.get(id).map(|c| c.starts).unwrap_or(0)
+    }
+
+    /// How many calls of `method` (`list`, `create`, ...) the host has served.
+    pub fn calls(&self, method: &str) -> u64 {
+        self.state().calls.get(method).copied().unwrap_or(0)
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        self.state().calls.values().sum()
+    }
+
+    /// Adds a running container without ballast's labels (someone else's).
+    pub fn add_unlabelled(&self, name: &str, image: &str) -> String {
+        let mut state = self.state();
+        let id = state.new_id();
+        let container = Container {
+            id: id.clone(),
+            name: name.to_string(),
+            image: image.to_string(),
+            labels: BTreeMap::new(),
+            state: ContainerState::Running,
+            nano_cpus: 0,
+            memory: 0,
+            ip: Some(format!("172.17.0.{}", state.next_id)),
+        };
+        state.containers.insert(id.clone(), FakeContainer { container, config: None, starts: 1 });
+        id
+    }
+
+    /// Out-of-band `docker rm -f`.
+    pub fn remove_out_of_band(&self, id: &str) {
+        let removed = self.state().containers.remove(id);
+        if let Some(c) = removed {
+            self.emit(&c.container, "destroy");
+        }
+    }
+
+    /// Out-of-band `docker stop` (or a crash).
+    pub fn stop_out_of_band(&self, id: &str) {
+        let stopped = {
+            let mut state = self.state();
+            state.containers.get_mut(id).map(|c| {
+                c.container.state = ContainerState::Exited;
+                c.container.clone()
+            })
+        };
+        if let Some(c) = stopped {
+            self.emit(&c, "die");
+        }
+    }
+
+    /// Out-of-band `docker update --cpus/--memory`.
+    pub fn update_out_of_band(&self, id: &str, nano_cpus: i64, memory: i64) {
+        let updated = {
+            let mut state = self.state();
+            state.containers.get_mut(id).map(|c| {
+                c.container.nano_cpus = nano_cpus;
+                c.container.memory = memory;
+                c.container.clone()
+            })
+        };
+        if let Some(c) = updated {
+            self.emit(&c, "update");
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, c: &Container, action: &str) {
+        if c.labels.contains_key(labels::ROLE) {
+            let _ = self.inner.events.send(HostEvent {
+                container_id: c.id.clone(),
+                action: action.to_string(),
+                labels: c.labels.clone(),
+            });
+        }
+    }
+
+    /// Counts the call, waits the latency, and fails when unreachable.
+    async fn enter(&self, method: &'static str) -> Result<(), HostError> {
+        if !self.inner.latency.is_zero() {
+            tokio::time::sleep(self.inner.latency).await;
+        }
+        let mut state = self.state();
+        *state.calls.entry(method).or_default() += 1;
+        if state.unreachable {
+            return Err(HostError::Unreachable(format!("{}: connection refused", self.inner.name)));
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{:012x}{:052x}", self.next_id, 0)
+    }
+
+    fn find(&self, id: &str) -> Option<&FakeContainer> {
+        self.containers.get(id).or_else(|| self.containers.values().find(|c| c.container.name == id))
+    }
+
+    fn find_mut(&mut self, id: &str) -> Option<&mut FakeContainer> {
+        let key = self.find(id).map(|c| c.container.id.clone())?;
+        self.containers.get_mut(&key)
+    }
+}
+
+#[async_trait]
+impl DockerHost for FakeHost {
+    async fn list(&self) -> Result<Vec<Container>, HostError> {
+        self.enter("list").await?;
+        let state = self.state();
+        Ok(state
+            .containers
+            .values()
+            .filter(|c| c.container.labels.contains_key(labels::ROLE))
+            .map(|c| c.container.clone())
+            .collect())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<Container>, HostError> {
+        self.enter("inspect").await?;
+        Ok(self.state().find(id).map(|c| c.container.clone()))
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, HostError> {
+        self.enter("image_present").await?;
+        Ok(self.state().images.contains(image))
+    }
+
+    async fn pull(&self, image: &str, _auth: Option<&RegistryAuth>) -> Result<(), HostError> {
+        self.enter("pull").await?;
+        let mut state = self.state();
+        if !state.registry.contains(image) {
+            return Err(HostError::Pull {
+                image: image.to_string(),
+                message: format!("manifest for {image} not found: manifest unknown"),
+            });
+        }
+        state.images.insert(image.to_string());
+        Ok(())
+    }
+
+    async fn create(&self, config: &ContainerConfig) -> Result<String, HostError> {
+        self.enter("create").await?;
+        let mut state = self.state();
+        if !state.images.contains(&config.image) {
+            return Err(HostError::NotFound(format!("no such image: {}", config.image)));
+        }
+        if state.containers.values().any(|c| c.container.name == config.name) {
+            return Err(HostError::Docker {
+                status: 409,
+                message: format!("the container name {:?} is already in use", config.name),
+            });
+        }
+        let id = state.new_id();
+        let container = Container {
+            id: id.clone(),
+            name: config.name.clone(),
+            image: config.image.clone(),
+            labels: config.labels.clone(),
+            state: ContainerState::Created,
+            nano_cpus: config.nano_cpus,
+            memory: config.memory,
+            ip: None,
+        };
+        state
+            .containers
+            .insert(id.clone(), FakeContainer { container, config: Some(config.clone()), starts: 0 });
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), HostError> {
+        self.enter("start").await?;
+        let started = {
+            let mut state = self.state();
+            let n = state.next_id;
+            let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(id.to_string()))?;
+            if c.container.state == ContainerState::Running {
+                return Ok(());
+            }
+            c.container.state = ContainerState::Running;
+            c.container.ip = Some(format!("172.17.{}.{}", n / 250, n % 250 + 2));
+            c.starts += 1;
+            c.container.clone()
+        };
+        self.emit(&started, "start");
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<(), HostError> {
+        self.enter("stop").await?;
+        let stopped = {
+            let mut state = self.state();
+            let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(id.to_string()))?;
+            if c.container.state != ContainerState::Running {
+                return Ok(());
+            }
+            c.container.state = ContainerState::Exited;
+            c.container.ip = None;
+            c.container.clone()
+        };
+        self.emit(&stopped, "die");
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), HostError> {
+        self.enter("remove").await?;
+        let removed = {
+            let mut state = self.state();
+            let key = state.find(id).map(|c| c.container.id.clone());
+            key.and_then(|k| state.containers.remove(&k))
+        };
+        if let Some(c) = removed {
+            self.emit(&c.container, "destroy");
+        }
+        Ok(())
+    }
+
+    async fn update_resources(&self, id: &str, nano_cpus: i64, memory: i64) -> Result<(), HostError> {
+        self.enter("update_resources").await?;
+        let updated = {
+            let mut state = self.state();
+            let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(id.to_string()))?;
+            c.container.nano_cpus = nano_cpus;
+            c.container.memory = memory;
+            c.container.clone()
+        };
+        self.emit(&updated, "update");
+        Ok(())
+    }
+
+    async fn http_get(&self, ip: &str, _port: u16, path: &str, _timeout: Duration) -> Result<u16, HostError> {
+        self.enter("http_get").await?;
+        let state = self.state();
+        let Some(c) = state
+            .containers
+            .values()
+            .find(|c| c.container.state == ContainerState::Running && c.container.ip.as_deref() == Some(ip))
+        else {
+            return Err(HostError::Unreachable(format!("connect to {ip}: connection refused")));
+        };
+        if state.unhealthy.contains(&c.container.image) || path != "/up" {
+            return Ok(404);
+        }
+        Ok(200)
+    }
+
+    async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
+        self.enter("events").await?;
+        let rx = self.inner.events.subscribe();
+        Ok(BroadcastStream::new(rx).filter_map(|e| async move { e.ok() }).boxed())
+    }
+}
+
+/// Hands out fake hosts by name, creating them on first use.
+#[derive(Clone, Default)]
+pub struct FakeConnector {
+    hosts: Arc<Mutex<BTreeMap<String, FakeHost>>>,
+    latency: Duration,
+}
+
+impl FakeConnector {
+    pub fn with_latency(latency: Duration) -> FakeConnector {
+        FakeConnector { hosts: Arc::default(), latency }
+    }
+
+    /// The fake host of that name (created if new).
+    pub fn host(&self, name: &str) -> FakeHost {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.entry(name.to_string()).or_insert_with(|| FakeHost::with_latency(name, self.latency)).clone()
+    }
+}
+
+impl Connector for FakeConnector {
+    fn connect(&self, name: &str, _spec: &HostSpec) -> Arc<dyn DockerHost> {
+        Arc::new(self.host(name))
+    }
+}

@@ -4,6 +4,7 @@
 //! No etcd-client type crosses this module's boundary.
 
 pub mod etcd;
+mod kv;
 pub mod memory;
 
 use async_trait::async_trait;

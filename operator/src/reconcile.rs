@@ -1,0 +1,642 @@
+//! The reconcile of one (role, host) unit: observe the host, ask the planner, execute its actions, report
+//! status and events. It never learns why it ran; running it again on a converged unit changes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ballast_specs::wire::{Event, FailedRollout, UnitPlan, UnitState, UnitStatus};
+use ballast_specs::{Host, Role, RoleControl};
+use chrono::Utc;
+use tokio::time::Instant;
+
+use crate::aws::{AwsError, RegistryCredentials, ResolvedSecrets, SecretSource};
+use crate::desired;
+use crate::hosts::{Connector, Container, ContainerState, DockerHost, HostError};
+use crate::labels;
+use crate::plan::{self, Action, Plan};
+use crate::rollout::{self, RolloutError};
+use crate::store::{Snapshot, Store, StoreError};
+
+/// Knobs of the reconciler.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SIGTERM-to-SIGKILL grace when stopping a container.
+    pub stop_grace: Duration,
+    /// A role without a health check is healthy once its container has stayed running this long.
+    pub settle: Duration,
+    /// The most observe-plan-execute passes one reconcile makes before it gives up until the next trigger.
+    pub max_passes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { stop_grace: Duration::from_secs(10), settle: Duration::from_secs(2), max_passes: 6 }
+    }
+}
+
+/// A (role, host) pair: the unit of reconciliation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Unit {
+    pub role: String,
+    pub host: String,
+}
+
+/// Why a reconcile did not finish; the caller decides about retries.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("host {host}: {source}")]
+    Host {
+        host: String,
+        #[source]
+        source: HostError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secrets of role {role}: {source}")]
+    Secrets {
+        role: String,
+        #[source]
+        source: AwsError,
+    },
+    #[error("unit did not settle after {0} passes")]
+    NotSettled(usize),
+}
+
+impl ReconcileError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ReconcileError::Host { source, .. } if source.is_unreachable())
+    }
+
+    /// A stable name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Host { source, .. } => source.kind(),
+            ReconcileError::Store(e) => e.kind(),
+            ReconcileError::Secrets { .. } => "secrets",
+            ReconcileError::NotSettled(_) => "not_settled",
+        }
+    }
+}
+
+/// Everything a reconcile needs, shared by all units.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub hosts: HostPool,
+    pub secrets: Arc<dyn SecretSource>,
+    pub registry: Arc<dyn RegistryCredentials>,
+    pub config: Config,
+    /// One rollout per role at a time: hosts of a role roll one by one.
+    rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last status written per unit, so a status is written only when it changes.
+    statuses: Mutex<HashMap<Unit, UnitStatus>>,
+}
+
+/// The clients of the hosts, made on first use and replaced when a host's spec changes.
+pub struct HostPool {
+    connector: Arc<dyn Connector>,
+    clients: Mutex<HashMap<String, (ballast_specs::HostSpec, Arc<dyn DockerHost>)>>,
+}
+
+impl HostPool {
+    pub fn new(connector: Arc<dyn Connector>) -> HostPool {
+        HostPool { connector, clients: Mutex::default() }
+    }
+
+    /// The client of `host`, connected lazily.
+    pub fn client(&self, host: &Host) -> Arc<dyn DockerHost> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let name = &host.metadata.name;
+        if let Some((spec, client)) = clients.get(name) {
+            if *spec == host.spec {
+                return client.clone();
+            }
+        }
+        let client = self.connector.connect(name, &host.spec);
+        clients.insert(name.clone(), (host.spec.clone(), client.clone()));
+        client
+    }
+
+    /// Forgets hosts no longer in the spec.
+    pub fn retain(&self, names: &[&str]) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|name, _| names.contains(&name.as_str()));
+    }
+}
+
+impl Context {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connector: Arc<dyn Connector>,
+        secrets: Arc<dyn SecretSource>,
+        registry: Arc<dyn RegistryCredentials>,
+        config: Config,
+    ) -> Context {
+        Context {
+            store,
+            hosts: HostPool::new(connector),
+            secrets,
+            registry,
+            config,
+            rollout_locks: Mutex::default(),
+            statuses: Mutex::default(),
+        }
+    }
+
+    /// Loads the stored statuses (once, at start), so an operator restart keeps failure and convergence memory.
+    pub async fn load_statuses(&self) -> Result<(), StoreError> {
+        let stored = self.store.list_status().await?;
+        let mut statuses = self.lock_statuses();
+        for s in stored {
+            statuses.insert(Unit { role: s.role.clone(), host: s.host.clone() }, s);
+        }
+        Ok(())
+    }
+
+    /// The last status known for a unit.
+    pub fn status(&self, unit: &Unit) -> Option<UnitStatus> {
+        self.lock_statuses().get(unit).cloned()
+    }
+
+    fn role_statuses(&self, role: &str) -> Vec<UnitStatus> {
+        self.lock_statuses().values().filter(|s| s.role == role).cloned().collect()
+    }
+
+    fn lock_statuses(&self) -> std::sync::MutexGuard<'_, HashMap<Unit, UnitStatus>> {
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rollout_lock(&self, role: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.rollout_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(role.to_string()).or_default().clone()
+    }
+
+    /// The role's secret values, when it has secrets.
+    async fn secrets_of(&self, role: &Role) -> Result<Option<ResolvedSecrets>, ReconcileError> {
+        let Some(secrets) = &role.spec.secrets else { return Ok(None) };
+        self.secrets
+            .resolve(&secrets.source, &secrets.keys)
+            .await
+            .map(Some)
+            .map_err(|source| ReconcileError::Secrets { role: role.metadata.name.clone(), source })
+    }
+
+    /// Writes a unit's status if it differs from the last one written (ignoring `since`).
+    async fn report(&self, unit: &Unit, mut status: UnitStatus) -> Result<(), StoreError> {
+        let previous = self.status(unit);
+        if let Some(prev) = &previous {
+            if prev.state == status.state {
+                status.since = prev.since;
+            }
+            if *prev == status {
+                return Ok(());
+            }
+        }
+        self.store.put_status(&status).await?;
+        self.lock_statuses().insert(unit.clone(), status);
+        Ok(())
+    }
+
+    async fn forget(&self, unit: &Unit) -> Result<(), StoreError> {
+        if self.lock_statuses().remove(unit).is_some() {
+            self.store.delete_status(&unit.role, &unit.host).await?;
+        }
+        Ok(())
+    }
+
+    async fn event(&self, unit: &Unit, reason: &str, message: String) {
+        let event = Event {
+            time: Utc::now(),
+            role: Some(unit.role.clone()),
+            host: Some(unit.host.clone()),
+            reason: reason.to_string(),
+            message,
+            actor: None,
+        };
+        tracing::info!(role = %unit.role, host = %unit.host, reason, "{}", event.message);
+        if let Err(e) = self.store.add_event(&event).await {
+            tracing::warn!(error = %e, "could not store event");
+        }
+    }
+}
+
+/// The containers of one unit among a host's listing: labelled with the role and this host.
+pub fn containers_of<'a>(listing: &'a [Container], unit: &Unit) -> Vec<Container> {
+    listing
+        .iter()
+        .filter(|c| {
+            c.labels.get(labels::ROLE) == Some(&unit.role) && c.labels.get(labels::HOST) == Some(&unit.host)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Every unit on `host` that is desired, or that has containers there: roles deleted or moved away leave
+/// containers behind, and those units must be reconciled (to remove them) too.
+pub fn units_on_host(snapshot: &Snapshot, host: &str, listing: &[Container]) -> Vec<Unit> {
+    let mut units: Vec<Unit> = snapshot
+        .roles
+        .iter()
+        .filter(|r| r.spec.hosts.iter().any(|h| h == host))
+        .map(|r| Unit { role: r.metadata.name.clone(), host: host.to_string() })
+        .collect();
+    for c in listing {
+        if let (Some(role), Some(h)) = (c.labels.get(labels::ROLE), c.labels.get(labels::HOST)) {
+            let unit = Unit { role: role.clone(), host: h.clone() };
+            if h == host && !units.contains(&unit) {
+                units.push(unit);
+            }
+        }
+    }
+    units.sort();
+    units
+}
+
+/// Plans a unit against a given listing, without acting: used by the host pass and `ballast plan`.
+pub async fn plan_unit(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    unit: &Unit,
+    listing: &[Container],
+) -> Result<Plan, ReconcileError> {
+    let observed = containers_of(listing, unit);
+    let desired = match desired_role(snapshot, unit) {
+        Some(role) => {
+            let control = control_of(snapshot, &role.metadata.name);
+            let secrets = ctx.secrets_of(role).await?;
+            Some(desired::desired(
+                role,
+                &unit.host,
+                &control,
+                secrets.as_ref(),
+                &ctx.role_statuses(&unit.role),
+            ))
+        }
+        None => None,
+    };
+    Ok(plan::plan(desired.as_ref(), &observed))
+}
+
+/// What would be done right now for every unit (of `role`, if given): `ballast plan`.
+pub async fn preview(ctx: &Context, snapshot: &Snapshot, role: Option<&str>) -> Vec<UnitPlan> {
+    let mut out = Vec::new();
+    for host in &snapshot.hosts {
+        let name = &host.metadata.name;
+        let listing = ctx.hosts.client(host).list().await;
+        let listing = match listing {
+            Ok(listing) => listing,
+            Err(e) => {
+                for unit in units_on_host(snapshot, name, &[]) {
+                    if role.is_none_or(|r| r == unit.role) {
+                        let message = format!("host unreachable: {e}");
+                        out.push(UnitPlan { role: unit.role, host: unit.host, actions: Vec::new(), message });
+                    }
+                }
+                continue;
+            }
+        };
+        for unit in units_on_host(snapshot, name, &listing) {
+            if role.is_some_and(|r| r != unit.role) {
+                continue;
+            }
+            let (actions, message) = match plan_unit(ctx, snapshot, &unit, &listing).await {
+                Ok(plan) => (plan.actions.iter().map(ToString::to_string).collect(), plan.message),
+                Err(e) => (Vec::new(), e.to_string()),
+            };
+            out.push(UnitPlan { role: unit.role, host: unit.host, actions, message });
+        }
+    }
+    out
+}
+
+/// Reconciles one unit until its plan is empty (or it fails, halts, or runs out of passes).
+pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Result<UnitState, ReconcileError> {
+    let Some(host) = snapshot.hosts.iter().find(|h| h.metadata.name == unit.host) else {
+        // The host is gone from the spec: it cannot be reached any more; forget the unit.
+        ctx.forget(unit).await?;
+        return Ok(UnitState::Converged);
+    };
+    let client = ctx.hosts.client(host);
+    let role = desired_role(snapshot, unit);
+    let control = role.map(|r| control_of(snapshot, &r.metadata.name)).unwrap_or_default();
+    let secrets = match role {
+        Some(role) => match ctx.secrets_of(role).await {
+            Ok(s) => s,
+            Err(e) => {
+                let message = e.to_string();
+                report_error(ctx, unit, role, UnitState::Degraded, &message).await?;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let mut rollout_guard = None;
+
+    for _ in 0..ctx.config.max_passes {
+        let listing = match client.list().await {
+            Ok(listing) => listing,
+            Err(e) => return Err(unreachable(ctx, unit, role, e).await),
+        };
+        let observed = containers_of(&listing, unit);
+        let Some(role) = role else {
+            let plan = plan::plan(None, &observed);
+            if plan.actions.is_empty() {
+                ctx.forget(unit).await?;
+                return Ok(UnitState::Converged);
+            }
+            for action in &plan.actions {
+                match execute(ctx, &*client, unit, None, &control, None, action).await {
+                    Ok(()) | Err(ExecError::Failed(_)) => {}
+                    Err(ExecError::Reconcile(e)) => return Err(e),
+                }
+            }
+            continue;
+        };
+        let desired =
+            desired::desired(role, &unit.host, &control, secrets.as_ref(), &ctx.role_statuses(&unit.role));
+        let plan = plan::plan(Some(&desired), &observed);
+        let current = observed.iter().find(|c| c.labels.get(labels::HASH) == Some(&desired.hash));
+        if plan.actions.is_empty() {
+            let status = settled_status(ctx, unit, role, &plan, current);
+            ctx.report(unit, status).await?;
+            return Ok(plan.state);
+        }
+        let rolls = plan.actions.iter().any(|a| matches!(a, Action::Deploy { .. } | Action::Finish { .. }));
+        if rolls && rollout_guard.is_none() {
+            // Hosts of a role roll one at a time. Another host may have failed this very rollout while we
+            // waited: look again under the lock.
+            rollout_guard = Some(ctx.rollout_lock(&unit.role).lock_owned().await);
+            continue;
+        }
+        let status = progress_status(ctx, unit, role, &plan);
+        ctx.report(unit, status).await?;
+        for action in &plan.actions {
+            match execute(ctx, &*client, unit, Some(role), &control, secrets.as_ref(), action).await {
+                Ok(()) => {}
+                Err(ExecError::Failed(reason)) => {
+                    let failed = FailedRollout { hash: desired.hash.clone(), retry: control.retry };
+                    let mut status = status_for(ctx, unit, role, UnitState::Failed, reason.clone(), None);
+                    status.failed = Some(failed);
+                    ctx.report(unit, status).await?;
+                    ctx.event(
+                        unit,
+                        "RolloutFailed",
+                        format!("rollout of {} on {} stopped: {reason}", unit.role, unit.host),
+                    )
+                    .await;
+                    return Ok(UnitState::Failed);
+                }
+                Err(ExecError::Reconcile(e)) => {
+                    if e.is_unreachable() {
+                        let ReconcileError::Host { source, .. } = e else { unreachable!() };
+                        return Err(unreachable(ctx, unit, Some(role), source).await);
+                    }
+                    report_error(ctx, unit, role, UnitState::Degraded, &e.to_string()).await?;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Err(ReconcileError::NotSettled(ctx.config.max_passes))
+}
+
+/// Records that the unit's host is unreachable, and returns the error.
+async fn unreachable(ctx: &Context, unit: &Unit, role: Option<&Role>, e: HostError) -> ReconcileError {
+    if let Some(role) = role {
+        let was = ctx.status(unit).map(|s| s.state);
+        let message = e.to_string();
+        if was != Some(UnitState::Unreachable) {
+            ctx.event(unit, "HostUnreachable", format!("{} unreachable: {message}", unit.host)).await;
+        }
+        let mut status = status_for(ctx, unit, role, UnitState::Unreachable, message, None);
+        // Keep what was last seen of the container.
+        if let Some(prev) = ctx.status(unit) {
+            status.image = prev.image;
+            status.container_id = prev.container_id;
+            status.cpus = prev.cpus;
+            status.memory = prev.memory;
+        }
+        if let Err(store) = ctx.report(unit, status).await {
+            tracing::warn!(error = %store, "could not store status");
+        }
+    }
+    ReconcileError::Host { host: unit.host.clone(), source: e }
+}
+
+async fn report_error(
+    ctx: &Context,
+    unit: &Unit,
+    role: &Role,
+    state: UnitState,
+    message: &str,
+) -> Result<(), StoreError> {
+    let was = ctx.status(unit).map(|s| (s.state, s.message));
+    if was.as_ref().map(|(s, m)| (*s, m.as_str())) != Some((state, message)) {
+        ctx.event(unit, "ReconcileError", format!("{} on {}: {message}", unit.role, unit.host)).await;
+    }
+    let mut status = status_for(ctx, unit, role, state, message.to_string(), None);
+    if let Some(prev) = ctx.status(unit) {
+        status.image = prev.image;
+        status.container_id = prev.container_id;
+        status.cpus = prev.cpus;
+        status.memory = prev.memory;
+    }
+    ctx.report(unit, status).await
+}
+
+enum ExecError {
+    /// The rollout failed (pull, health, start): the unit is halted at this spec.
+    Failed(String),
+    Reconcile(ReconcileError),
+}
+
+/// Performs one planned action and records its event.
+async fn execute(
+    ctx: &Context,
+    client: &dyn DockerHost,
+    unit: &Unit,
+    role: Option<&Role>,
+    control: &RoleControl,
+    secrets: Option<&ResolvedSecrets>,
+    action: &Action,
+) -> Result<(), ExecError> {
+    let host_err =
+        |source: HostError| ExecError::Reconcile(ReconcileError::Host { host: unit.host.clone(), source });
+    let (u, h) = (&unit.role, &unit.host);
+    match action {
+        Action::Remove { id, reason } => {
+            client.remove(id).await.map_err(host_err)?;
+            ctx.event(unit, "Removed", format!("removed {u} container {} on {h}: {reason}", short(id))).await;
+        }
+        Action::Start { id, reason } => {
+            client.start(id).await.map_err(host_err)?;
+            ctx.event(unit, "Started", format!("started {u} on {h}: {reason}")).await;
+        }
+        Action::UpdateResources { id, nano_cpus, memory, reason } => {
+            client.update_resources(id, *nano_cpus, *memory).await.map_err(host_err)?;
+            let what = if reason.starts_with("restore") { "ResourcesRestored" } else { "ResourcesUpdated" };
+            ctx.event(unit, what, format!("{reason} on {h}, in place (same container, no restart)")).await;
+        }
+        Action::Deploy { old, reason } => {
+            let Some(role) = role else { return Ok(()) };
+            let suffix = hex::encode(rand::random::<[u8; 3]>());
+            let config = desired::container_config(role, h, control, secrets, &suffix);
+            let started = Instant::now();
+            match rollout::deploy(ctx, client, role, config, old.as_deref()).await {
+                Ok(id) => {
+                    let (what, msg) = match old {
+                        Some(_) => ("Replaced", format!("recreated {u} on {h}: {reason}")),
+                        None => ("Created", format!("created {u} on {h} ({})", role.spec.image)),
+                    };
+                    let ms = started.elapsed().as_millis();
+                    ctx.event(unit, what, format!("{msg}; container {} healthy after {ms} ms", short(&id)))
+                        .await;
+                }
+                Err(RolloutError::Failed(reason)) => return Err(ExecError::Failed(reason)),
+                Err(RolloutError::Host(e)) => return Err(host_err(e)),
+            }
+        }
+        Action::Finish { new, old } => {
+            let Some(role) = role else { return Ok(()) };
+            match rollout::finish(ctx, client, role, new, old).await {
+                Ok(()) => {
+                    ctx.event(unit, "Replaced", format!("finished the interrupted rollout of {u} on {h}"))
+                        .await
+                }
+                Err(RolloutError::Failed(reason)) => return Err(ExecError::Failed(reason)),
+                Err(RolloutError::Host(e)) => return Err(host_err(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The status of a unit whose plan is empty.
+fn settled_status(
+    ctx: &Context,
+    unit: &Unit,
+    role: &Role,
+    plan: &Plan,
+    current: Option<&Container>,
+) -> UnitStatus {
+    let mut message = plan.message.clone();
+    if plan.state == UnitState::Failed {
+        // Keep the reason the rollout stopped.
+        if let Some(prev) = ctx.status(unit) {
+            message = prev.message;
+        }
+    }
+    let mut status = status_for(ctx, unit, role, plan.state, message, current);
+    match plan.state {
+        UnitState::Converged => {
+            status.observed_generation = role.metadata.generation;
+            status.failed = None;
+        }
+        UnitState::Failed => status.failed = ctx.status(unit).and_then(|s| s.failed),
+        _ => {}
+    }
+    status
+}
+
+fn progress_status(ctx: &Context, unit: &Unit, role: &Role, plan: &Plan) -> UnitStatus {
+    let mut status = status_for(ctx, unit, role, plan.state, plan.message.clone(), None);
+    if let Some(prev) = ctx.status(unit) {
+        status.image = prev.image;
+        status.container_id = prev.container_id;
+        status.cpus = prev.cpus;
+        status.memory = prev.memory;
+    }
+    status
+}
+
+/// A status for the unit; `observed_generation` carries over from the last one.
+fn status_for(
+    ctx: &Context,
+    unit: &Unit,
+    role: &Role,
+    state: UnitState,
+    message: String,
+    container: Option<&Container>,
+) -> UnitStatus {
+    let previous = ctx.status(unit);
+    UnitStatus {
+        role: unit.role.clone(),
+        host: unit.host.clone(),
+        generation: role.metadata.generation,
+        observed_generation: previous.as_ref().map(|p| p.observed_generation).unwrap_or(0),
+        state,
+        image: container.map(|c| c.image.clone()).unwrap_or_default(),
+        container_id: container.map(|c| short(&c.id).to_string()).unwrap_or_default(),
+        cpus: container.filter(|c| c.nano_cpus > 0).map(|c| c.nano_cpus as f64 / 1e9),
+        memory: container.filter(|c| c.memory > 0).map(|c| plan::memory(c.memory)),
+        message,
+        since: Utc::now(),
+        failed: previous.and_then(|p| p.failed),
+    }
+}
+
+/// The role, if it is desired on the unit's host.
+fn desired_role<'a>(snapshot: &'a Snapshot, unit: &Unit) -> Option<&'a Role> {
+    snapshot
+        .roles
+        .iter()
+        .find(|r| r.metadata.name == unit.role && r.spec.hosts.iter().any(|h| *h == unit.host))
+}
+
+fn control_of(snapshot: &Snapshot, role: &str) -> RoleControl {
+    snapshot.controls.iter().find(|(r, _)| r == role).map(|(_, c)| c.clone()).unwrap_or_default()
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// True when a container is running.
+pub fn is_running(c: &Container) -> bool {
+    c.state == ContainerState::Running
+}
+
+/// Lists a host once and returns the units that need a reconcile: a non-empty plan, or a stored status
+/// that no longer matches what is observed. Converged units cost nothing more than the one list call.
+pub async fn host_pass(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result<Vec<Unit>, ReconcileError> {
+    let Some(spec) = snapshot.hosts.iter().find(|h| h.metadata.name == host) else { return Ok(Vec::new()) };
+    let listing = ctx
+        .hosts
+        .client(spec)
+        .list()
+        .await
+        .map_err(|source| ReconcileError::Host { host: host.to_string(), source })?;
+    let mut out = Vec::new();
+    for unit in units_on_host(snapshot, host, &listing) {
+        if needs_reconcile(ctx, snapshot, &unit, &listing).await.unwrap_or(true) {
+            out.push(unit);
+        }
+    }
+    Ok(out)
+}
+
+async fn needs_reconcile(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    unit: &Unit,
+    listing: &[Container],
+) -> Result<bool, ReconcileError> {
+    let plan = plan_unit(ctx, snapshot, unit, listing).await?;
+    if !plan.actions.is_empty() {
+        return Ok(true);
+    }
+    let Some(role) = desired_role(snapshot, unit) else { return Ok(ctx.status(unit).is_some()) };
+    let observed = containers_of(listing, unit);
+    let control = control_of(snapshot, &role.metadata.name);
+    let secrets = ctx.secrets_of(role).await?;
+    let hash = desired::hash(role, &control, secrets.as_ref());
+    let current = observed.iter().find(|c| c.labels.get(labels::HASH) == Some(&hash));
+    let mut expected = settled_status(ctx, unit, role, &plan, current);
+    Ok(match ctx.status(unit) {
+        Some(stored) => {
+            expected.since = stored.since;
+            expected != stored
+        }
+        None => true,
+    })
+}
