@@ -19,12 +19,14 @@ use ballast_tests::docker::{
 use ballast_tests::sshd::TestSshd;
 use futures::StreamExt as _;
 
+/// Hosts to run a case on, each with a name for messages.
+type Hosts = Vec<(&'static str, Arc<dyn DockerHost>)>;
+
 /// The local engine twice: directly and over SSH. The sshd lives as long as the returned value.
-fn both_hosts() -> Result<(TestSshd, Vec<(&'static str, Arc<dyn DockerHost>)>)> {
+fn both_hosts() -> Result<(TestSshd, Hosts)> {
     let sshd = TestSshd::start()?;
     let ssh = SshHost::new("ssh-test", &sshd.host_spec()?, sshd.ssh_config());
-    let hosts: Vec<(&'static str, Arc<dyn DockerHost>)> =
-        vec![("local", Arc::new(LocalHost::new(SOCKET))), ("ssh", Arc::new(ssh))];
+    let hosts: Hosts = vec![("local", Arc::new(LocalHost::new(SOCKET))), ("ssh", Arc::new(ssh))];
     Ok((sshd, hosts))
 }
 
