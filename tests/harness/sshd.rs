@@ -14,6 +14,7 @@ use ballast_operator::hosts::SshConfig;
 use ballast_specs::HostSpec;
 
 use crate::docker::{free_port, run, wait_for_port, SOCKET};
+use crate::process::kill;
 
 /// `sshd -D` on 127.0.0.1:`port`, allowing streamlocal and TCP forwarding for the generated client key.
 pub struct TestSshd {
@@ -59,7 +60,8 @@ impl TestSshd {
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         for pid in descendants(child.id()) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            // A session process may have ended on its own meanwhile.
+            let _ = kill(pid);
         }
         let _ = child.kill();
         let _ = child.wait();
