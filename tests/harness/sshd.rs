@@ -14,6 +14,7 @@ use ballast_operator::hosts::SshConfig;
 use ballast_specs::HostSpec;
 
 use crate::docker::{free_port, run, wait_for_port, SOCKET};
+use crate::process::kill;
 
 /// `sshd -D` on 127.0.0.1:`port`, allowing streamlocal and TCP forwarding for the generated client key.
 pub struct TestSshd {
@@ -44,7 +45,7 @@ impl TestSshd {
              PermitRootLogin prohibit-password\n\
              AllowStreamLocalForwarding yes\n\
              AllowTcpForwarding yes\n\
-             LogLevel INFO\n",
+             LogLevel VERBOSE\n",
             dir = path.display()
         );
         std::fs::write(path.join("sshd_config"), config)?;
@@ -59,7 +60,8 @@ impl TestSshd {
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         for pid in descendants(child.id()) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            // A session process may have ended on its own meanwhile.
+            let _ = kill(pid);
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -90,6 +92,23 @@ impl TestSshd {
         self.dir.path()
     }
 
+    /// How many SSH logins the server accepted since it was first started (from its log).
+    pub fn logins(&self) -> usize {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        log.lines().filter(|l| l.contains("Accepted publickey")).count()
+    }
+
+    /// How many TCP connections the server accepted since it was first started (from its log).
+    pub fn connections(&self) -> usize {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        log.lines().filter(|l| l.starts_with("Connection from")).count()
+    }
+
+    /// The server's log (stderr of every run).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("sshd.log")
+    }
+
     pub fn ssh_config(&self) -> SshConfig {
         SshConfig { key_path: Some(self.client_key()), known_hosts: Some(self.known_hosts()) }
     }
@@ -110,7 +129,7 @@ impl TestSshd {
             std::fs::create_dir_all("/run/sshd")?;
             std::fs::set_permissions("/run/sshd", std::fs::Permissions::from_mode(0o755))?;
         }
-        let log = std::fs::File::create(self.dir.path().join("sshd.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let mut child = Command::new("/usr/sbin/sshd")
             .arg("-D")
             .arg("-e")
@@ -124,7 +143,7 @@ impl TestSshd {
         if let Err(e) = wait_for_port(self.port, &mut child, Duration::from_secs(10)) {
             let _ = child.kill();
             let _ = child.wait();
-            let log = std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
             return Err(e.context(format!("sshd did not come up: {log}")));
         }
         self.child = Some(child);

@@ -2,7 +2,7 @@
 //! over SSH through a real sshd (`SshHost`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ballast_operator::hosts::local::LocalHost;
@@ -17,14 +17,17 @@ use ballast_tests::docker::{
     Cleanup, TestRegistry, SOCKET,
 };
 use ballast_tests::sshd::TestSshd;
+use ballast_tests::wait::until;
 use futures::StreamExt as _;
 
+/// Hosts to run a case on, each with a name for messages.
+type Hosts = Vec<(&'static str, Arc<dyn DockerHost>)>;
+
 /// The local engine twice: directly and over SSH. The sshd lives as long as the returned value.
-fn both_hosts() -> Result<(TestSshd, Vec<(&'static str, Arc<dyn DockerHost>)>)> {
+fn both_hosts() -> Result<(TestSshd, Hosts)> {
     let sshd = TestSshd::start()?;
     let ssh = SshHost::new("ssh-test", &sshd.host_spec()?, sshd.ssh_config());
-    let hosts: Vec<(&'static str, Arc<dyn DockerHost>)> =
-        vec![("local", Arc::new(LocalHost::new(SOCKET))), ("ssh", Arc::new(ssh))];
+    let hosts: Hosts = vec![("local", Arc::new(LocalHost::new(SOCKET))), ("ssh", Arc::new(ssh))];
     Ok((sshd, hosts))
 }
 
@@ -39,23 +42,6 @@ where
         case(kind, host).await.with_context(|| format!("on the {kind} host"))?;
     }
     Ok(())
-}
-
-/// Polls `probe` until it yields `Some`, failing after `limit`.
-async fn eventually<T, Fut>(limit: Duration, mut probe: impl FnMut() -> Fut) -> Result<T>
-where
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("condition not met within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -294,17 +280,16 @@ async fn http_get_reaches_a_container_from_the_host() -> Result<()> {
         host.start(&id).await?;
         let ip = host.inspect(&id).await?.and_then(|c| c.ip).ok_or_else(|| anyhow!("no ip"))?;
         let timeout = Duration::from_secs(2);
-        let status = eventually(Duration::from_secs(20), || {
+        let status = until(Duration::from_secs(20), "the app to answer GET /up", || {
             let (host, ip) = (host.clone(), ip.clone());
             async move {
                 match host.http_get(&ip, 3000, "/up", timeout).await {
-                    Ok(status) => Ok(Some(status)),
-                    Err(HostError::Http(_)) => Ok(None),
-                    Err(e) => Err(e.into()),
+                    Err(HostError::Http(_)) => None,
+                    answer => Some(answer),
                 }
             }
         })
-        .await?;
+        .await??;
         assert_eq!(status, 200);
         assert_eq!(host.http_get(&ip, 3000, "/nothing-here", timeout).await?, 404);
         match host.http_get(&ip, 3999, "/up", timeout).await {

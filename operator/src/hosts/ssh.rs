@@ -199,9 +199,7 @@ impl Link {
             }
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
-                let backoff = BACKOFF_FIRST
-                    .saturating_mul(1 << state.failures.min(7).saturating_sub(1))
-                    .min(BACKOFF_MAX);
+                let backoff = backoff(state.failures);
                 tracing::warn!(address = %self.address, port = self.port, %error, ?backoff, "ssh dial failed");
                 state.retry_at = Some(Instant::now() + backoff);
                 state.last_error = Some(error.clone());
@@ -311,6 +309,12 @@ impl Link {
     }
 }
 
+/// The wait after `failures` failed dials in a row: 0.1 s, doubling, at most 5 s.
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(10);
+    BACKOFF_FIRST.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+}
+
 impl client::Handler for Verifier {
     type Error = russh::Error;
 
@@ -383,5 +387,17 @@ impl AsyncWrite for Tunnel {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        let waits: Vec<u128> = (1..=8).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 }

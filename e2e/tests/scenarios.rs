@@ -1,0 +1,324 @@
+//! End-to-end scenarios of the reconciler: the real `ballastd` and `ballast` binaries, a real etcd, and the rig's
+//! hosts (network namespaces with their own dockerd and sshd) reached over SSH.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use ballast_e2e::{until, Rig};
+use ballast_specs::wire::{List, UnitState, UnitStatus};
+use ballast_tests::ballastd::{Ballastd, Options};
+use ballast_tests::TestEtcd;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A datalake-shaped deployment on the rig: web (h1, 1.5 cpus, 1.75g), web_replica (h2, 2g), job (h1, 0.25 cpus,
+/// 512m, its own command), health `/up` on the web roles.
+fn datalake(rig: &Rig, web: &str, replica: &str) -> String {
+    format!(
+        r#"apiVersion: ballast/v1
+kind: Role
+metadata: {{name: web, labels: {{app: datalake}}}}
+spec:
+  hosts: [h1]
+  image: {web}
+  resources: {{cpus: 1.5, memory: 1.75g}}
+  env: {{RAILS_ENV: production}}
+  ports: ["3000:3000"]
+  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
+  deployTimeout: 20s
+---
+apiVersion: ballast/v1
+kind: Role
+metadata: {{name: web_replica, labels: {{app: datalake}}}}
+spec:
+  hosts: [h2]
+  image: {replica}
+  resources: {{memory: 2g}}
+  env: {{RAILS_ENV: production}}
+  ports: ["3000:3000"]
+  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
+  deployTimeout: 20s
+---
+apiVersion: ballast/v1
+kind: Role
+metadata: {{name: job, labels: {{app: datalake}}}}
+spec:
+  hosts: [h1]
+  image: {v1}
+  command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"]
+  resources: {{cpus: 0.25, memory: 512m}}
+  env: {{RAILS_ENV: production}}
+  deployTimeout: 20s
+"#,
+        v1 = rig.image("v1")
+    )
+}
+
+/// A real etcd, a real ballastd on it configured for the rig, and the rig's hosts applied.
+struct Stage {
+    ballastd: Ballastd,
+    etcd: TestEtcd,
+    specs: tempfile::TempDir,
+}
+
+impl Stage {
+    async fn start(rig: &Rig) -> Result<Stage> {
+        let etcd = TestEtcd::start().await?;
+        let ballastd = start_ballastd(rig, &etcd).await?;
+        let specs = tempfile::tempdir()?;
+        let stage = Stage { ballastd, etcd, specs };
+        stage.ok(&["apply", "-f", rig.hosts_yaml().to_str().context("path")?])?;
+        Ok(stage)
+    }
+
+    /// `ballast ARGS...`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.ballastd.ballast(args);
+        ensure!(out.status.success(), "ballast {} failed: {}", args.join(" "), text(&out));
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    fn apply_yaml(&self, name: &str, yaml: &str) -> Result<String> {
+        let path = self.specs.path().join(name);
+        std::fs::write(&path, yaml)?;
+        self.ok(&["apply", "-f", path.to_str().context("path")?])
+    }
+
+    fn statuses(&self) -> Result<Vec<UnitStatus>> {
+        let out = self.ok(&["status", "-o", "json"])?;
+        let list: List<UnitStatus> = serde_json::from_str(&out).context("status -o json")?;
+        Ok(list.items)
+    }
+
+    fn status(&self, role: &str, host: &str) -> Option<UnitStatus> {
+        self.statuses().ok()?.into_iter().find(|s| s.role == role && s.host == host)
+    }
+
+    /// Waits until the unit's status satisfies `check`.
+    fn wait(&self, role: &str, host: &str, what: &str, check: impl Fn(&UnitStatus) -> bool) -> Result<UnitStatus> {
+        until(WAIT, what, || self.status(role, host).filter(|s| check(s)))
+            .with_context(|| format!("last status: {:?}\nballastd log tail:\n{}", self.status(role, host), tail(&self.ballastd.log())))
+    }
+
+    /// `ballast status --wait`: every unit converged at its generation.
+    fn converge(&self) -> Result<()> {
+        let out = self.ballastd.ballast(&["status", "--wait", "--timeout", "90s"]);
+        ensure!(
+            out.status.success(),
+            "status --wait failed ({}): {}\nballastd log tail:\n{}",
+            out.status,
+            text(&out),
+            tail(&self.ballastd.log())
+        );
+        Ok(())
+    }
+}
+
+async fn start_ballastd(rig: &Rig, etcd: &TestEtcd) -> Result<Ballastd> {
+    let args = vec![
+        "--ssh-key".to_string(),
+        rig.ssh_key().display().to_string(),
+        "--known-hosts".to_string(),
+        rig.known_hosts().display().to_string(),
+        "--resync".to_string(),
+        "5s".to_string(),
+    ];
+    Ballastd::start_with(Options { etcd: vec![etcd.endpoint()], tokens: None, args }).await
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// An unlabelled container of someone else's on host 1: ballast must never touch it.
+fn bystander(rig: &Rig) -> Result<String> {
+    rig.docker(1, &["pull", "-q", &rig.image("v1")])?;
+    rig.docker(1, &["run", "-d", "--name", "bystander", &rig.image("v1")])
+}
+
+fn bystander_alive(rig: &Rig, id: &str) -> Result<()> {
+    let running = rig.inspect(1, id, "{{.State.Running}}")?;
+    ensure!(running == "true", "the unlabelled container was touched");
+    Ok(())
+}
+
+fn remove_bystander(rig: &Rig) {
+    let _ = rig.docker(1, &["rm", "-f", "bystander"]);
+}
+
+#[tokio::test]
+async fn datalake_converges_rolls_and_corrects_drift() -> Result<()> {
+    let rig = Rig::acquire()?;
+    let bystander = bystander(&rig)?;
+    let stage = Stage::start(&rig).await?;
+    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
+    stage.converge()?;
+
+    // docker inspect on each host: image, NanoCpus, Memory.
+    let web = rig.container_of(1, "web")?;
+    let job = rig.container_of(1, "job")?;
+    let replica = rig.container_of(2, "web_replica")?;
+    let shape = "{{.Config.Image}} {{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}";
+    assert_eq!(rig.inspect(1, &web, shape)?, format!("{} 1500000000 1879048192", rig.image("v1")));
+    assert_eq!(rig.inspect(1, &job, shape)?, format!("{} 250000000 536870912", rig.image("v1")));
+    assert_eq!(rig.inspect(2, &replica, shape)?, format!("{} 0 2147483648", rig.image("v1")));
+    assert_eq!(rig.curl(1, 3000, "/up")?, "v1");
+    assert_eq!(rig.curl(2, 3000, "/up")?, "v1");
+
+    // Image change: web rolls, /up answers v2, the old container is gone.
+    stage.ok(&["set", "image", "web", &rig.image("v2")])?;
+    stage.converge()?;
+    assert_eq!(rig.curl(1, 3000, "/up")?, "v2");
+    let web2 = rig.container_of(1, "web")?;
+    ensure!(web2 != web, "web was not replaced");
+    ensure!(rig.inspect(1, &web, "{{.Id}}").is_err(), "the old web container is still there");
+
+    // Out-of-band removal of job: replaced without any command.
+    rig.docker(1, &["rm", "-f", &job])?;
+    until(WAIT, "job replaced", || {
+        let id = rig.container_of(1, "job").ok()?;
+        (id != job && rig.inspect(1, &id, "{{.State.Running}}").ok()? == "true").then_some(())
+    })?;
+
+    // Out-of-band memory change of web: restored in place, same container, not restarted.
+    let started = rig.inspect(1, &web2, "{{.State.StartedAt}}")?;
+    rig.docker(1, &["update", "--memory", "1g", "--memory-swap", "2g", &web2])?;
+    until(WAIT, "web memory restored", || {
+        (rig.inspect(1, &web2, "{{.HostConfig.Memory}}").ok()? == "1879048192").then_some(())
+    })?;
+    assert_eq!(rig.container_of(1, "web")?, web2);
+    assert_eq!(rig.inspect(1, &web2, "{{.State.StartedAt}}")?, started, "web was restarted");
+    let events = stage.ok(&["events", "web"])?;
+    ensure!(events.contains("restored memory 1.75g"), "no restore event: {events}");
+
+    bystander_alive(&rig, &bystander)?;
+    remove_bystander(&rig);
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_rollouts_keep_the_old_container_answering_and_recover() -> Result<()> {
+    let rig = Rig::acquire()?;
+    let bystander = bystander(&rig)?;
+    let stage = Stage::start(&rig).await?;
+    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
+    stage.converge()?;
+    let web = rig.container_of(1, "web")?;
+
+    // A tag that does not exist.
+    stage.ok(&["set", "image", "web", &rig.image("nope")])?;
+    let failed = stage.wait("web", "h1", "web failed on a bad tag", |s| s.state == UnitState::Failed)?;
+    ensure!(failed.message.contains("pull"), "reason: {}", failed.message);
+    assert_eq!(rig.curl(1, 3000, "/up")?, "v1");
+    let out = stage.ballastd.ballast(&["status", "web", "--wait", "--timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(1), "status --wait exits 1 on Failed: {}", text(&out));
+
+    // An image that never answers /up.
+    stage.ok(&["set", "image", "web", &rig.image("bad")])?;
+    let failed = stage.wait("web", "h1", "web failed on an unhealthy image", |s| {
+        s.state == UnitState::Failed && s.message.contains("not healthy")
+    })?;
+    ensure!(failed.message.contains("/up"), "reason: {}", failed.message);
+    assert_eq!(rig.curl(1, 3000, "/up")?, "v1", "the old container answers again");
+    assert_eq!(rig.container_of(1, "web")?, web);
+
+    // Fixing the spec recovers.
+    stage.ok(&["set", "image", "web", &rig.image("v3")])?;
+    stage.converge()?;
+    assert_eq!(rig.curl(1, 3000, "/up")?, "v3");
+    bystander_alive(&rig, &bystander)?;
+    remove_bystander(&rig);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cut_link_during_a_rollout_leaves_the_other_host_converging() -> Result<()> {
+    let rig = Rig::acquire()?;
+    let stage = Stage::start(&rig).await?;
+    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
+    stage.converge()?;
+
+    rig.ctl(&["link", "2", "down"])?;
+    let result = (|| -> Result<()> {
+        stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v2"), &rig.image("v2")))?;
+        stage.wait("web", "h1", "web converged on h1", |s| {
+            s.state == UnitState::Converged && s.image.ends_with(":v2")
+        })?;
+        let cut = stage.wait("web_replica", "h2", "h2 unreachable", |s| s.state == UnitState::Unreachable)?;
+        ensure!(!cut.message.is_empty(), "no reason given");
+        Ok(())
+    })();
+    rig.ctl(&["link", "2", "up"])?;
+    result?;
+    stage.converge()?;
+    assert_eq!(rig.curl(2, 3000, "/up")?, "v2");
+    ensure!(rig.containers(2, "ballast.role=web_replica")?.len() == 1, "duplicates on h2");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_operator_resumes_without_duplicates() -> Result<()> {
+    let rig = Rig::acquire()?;
+    let bystander = bystander(&rig)?;
+    let mut stage = Stage::start(&rig).await?;
+    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
+    stage.converge()?;
+
+    stage.ok(&["set", "image", "web", &rig.image("v2")])?;
+    // Kill it in the middle of the rollout: once the new container exists.
+    until(WAIT, "the new web container", || (rig.containers(1, "ballast.role=web").ok()?.len() > 1).then_some(()))?;
+    let pid = stage.ballastd.pid().context("ballastd pid")?;
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+    stage.ballastd = start_ballastd(&rig, &stage.etcd).await?;
+    stage.converge()?;
+    for (i, role) in [(1, "web"), (1, "job"), (2, "web_replica")] {
+        let ids = rig.containers(i, &format!("ballast.role={role}"))?;
+        ensure!(ids.len() == 1, "{} containers of {role} on h{i}", ids.len());
+    }
+    assert_eq!(rig.curl(1, 3000, "/up")?, "v2");
+    bystander_alive(&rig, &bystander)?;
+    remove_bystander(&rig);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_changed_host_key_is_refused_and_nothing_is_done() -> Result<()> {
+    let rig = Rig::acquire()?;
+    let stage = Stage::start(&rig).await?;
+    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
+    stage.converge()?;
+
+    rig.ctl(&["rekey", "2"])?;
+    let result = (|| -> Result<()> {
+        let replica = rig.container_of(2, "web_replica")?;
+        rig.docker(2, &["rm", "-f", &replica])?;
+        let refused = stage.wait("web_replica", "h2", "h2 refused", |s| s.state == UnitState::Unreachable)?;
+        ensure!(refused.message.contains("host key"), "reason: {}", refused.message);
+        // Give it a few resyncs: nothing may be created on a host whose key does not match.
+        std::thread::sleep(Duration::from_secs(8));
+        ensure!(rig.containers(2, "ballast.role")?.is_empty(), "ballast acted on a host with a changed key");
+        Ok(())
+    })();
+    rig.ctl(&["trust", "2"])?;
+    result?;
+    stage.converge()?;
+    Ok(())
+}
+
+/// The example in `specs/examples/local/` must at least parse and validate through the real CLI.
+#[tokio::test]
+async fn example_specs_validate_with_the_cli() -> Result<()> {
+    let etcd = TestEtcd::start().await?;
+    let ballastd = Ballastd::start(&[etcd.endpoint()]).await?;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/examples/local");
+    let out = ballastd.ballast(&["apply", "--dry-run", "-f", dir.to_str().context("path")?]);
+    ensure!(out.status.success(), "{}", text(&out));
+    Ok(())
+}
