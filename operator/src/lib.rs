@@ -3,6 +3,7 @@
 pub mod api;
 pub mod aws;
 pub mod desired;
+pub mod etcd_local;
 pub mod hosts;
 pub mod labels;
 pub mod plan;

@@ -1,1 +1,17 @@
-//! placeholder
+//! The integration-test harness of ballast: real components started and stopped by the tests themselves.
+//!
+//! - [`etcd`]: a throwaway etcd on free loopback ports, killed on drop.
+//! - [`docker`]: the local Docker engine, test images, and cleanup of the containers a test made.
+//! - [`sshd`]: a throwaway sshd on loopback with its own host key, client key and known_hosts.
+//! - [`objects`]: sample hosts and roles.
+//! - [`process`]: whether a process still runs; killing one by PID.
+//! - [`wait`]: polling a condition with a deadline (never sleep to synchronise).
+
+pub mod docker;
+pub mod etcd;
+pub mod objects;
+pub mod process;
+pub mod sshd;
+pub mod wait;
+
+pub use etcd::TestEtcd;

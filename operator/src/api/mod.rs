@@ -1,1 +1,126 @@
 //! The HTTP API: `/up`, `/metrics` and the JSON API under `/api/v1/`. Handlers only translate.
+//!
+//! [`router`] is the one entry point, used by `ballastd` and by the tests. Routes, bodies and status codes are
+//! listed in ARCHITECTURE.md ("HTTP API"); every error answer is an `ErrorBody`.
+
+pub mod auth;
+mod body;
+pub mod error;
+mod objects;
+mod observe;
+mod rollout;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use ballast_specs::wire::UnitPlan;
+use prometheus_client::registry::Registry;
+
+pub use auth::{Access, Auth, TokenFileError};
+pub use error::{ApiError, BODY_LIMIT};
+
+use crate::store::{Store, StoreError};
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Auth>,
+    /// Answers `GET /api/v1/plan`; `None` until the operator provides a planner (the route then answers 501).
+    pub plans: Option<Arc<dyn Plans>>,
+    /// Rendered by `GET /metrics`.
+    pub metrics: Arc<Registry>,
+}
+
+/// What the operator would do right now, for every unit or for one role's units.
+#[async_trait]
+pub trait Plans: Send + Sync + 'static {
+    /// `role: None` means every role. An unknown role gives `NotFound`.
+    async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError>;
+}
+
+impl AppState {
+    /// A state with no planner and an empty metrics registry.
+    pub fn new(store: Arc<dyn Store>, auth: Auth) -> AppState {
+        AppState { store, auth: Arc::new(auth), plans: None, metrics: Arc::new(Registry::default()) }
+    }
+}
+
+/// The whole HTTP surface of `ballastd`.
+pub fn router(state: AppState) -> Router {
+    let guarded = Router::new()
+        .route("/api/v1/apply", post(objects::apply))
+        .route("/api/v1/hosts", get(objects::list_hosts))
+        .route("/api/v1/hosts/{name}", get(objects::get_host).delete(objects::delete_host))
+        .route("/api/v1/roles", get(objects::list_roles))
+        .route(
+            "/api/v1/roles/{name}",
+            get(objects::get_role).put(objects::put_role).delete(objects::delete_role),
+        )
+        .route("/api/v1/roles/{name}/revisions", get(rollout::revisions))
+        .route("/api/v1/roles/{name}/undo", post(rollout::undo))
+        .route("/api/v1/roles/{name}/pause", post(rollout::pause))
+        .route("/api/v1/roles/{name}/resume", post(rollout::resume))
+        .route("/api/v1/roles/{name}/restart", post(rollout::restart))
+        .route("/api/v1/roles/{name}/retry", post(rollout::retry))
+        .route("/api/v1/status", get(observe::status))
+        .route("/api/v1/plan", get(observe::plan))
+        .route("/api/v1/events", get(observe::events))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/up", get(up))
+        .merge(guarded)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn up() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.metrics).map_err(|err| {
+        tracing::error!(%err, "cannot encode metrics");
+        ApiError::Internal
+    })?;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such API route".to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, millis, "request failed");
+    } else {
+        tracing::debug!(%method, %path, status, millis, "request");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,7 @@
 //! `local` uses a local socket (`unix://` hosts); `fake` is an in-memory host for tests.
 //! No bollard or russh type crosses this module's boundary.
 
+mod docker;
 pub mod fake;
 pub mod known_hosts;
 pub mod local;
@@ -92,7 +93,7 @@ pub struct HostEvent {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HostError {
     /// The host cannot be reached (TCP, SSH handshake, auth, channel, socket).
     #[error("unreachable: {0}")]
@@ -110,6 +111,9 @@ pub enum HostError {
     Docker { status: u16, message: String },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// An `http_get` target did not answer HTTP (connection refused, reset, not HTTP); the host itself is fine.
+    #[error("http check failed: {0}")]
+    Http(String),
 }
 
 impl HostError {
@@ -126,6 +130,7 @@ impl HostError {
             HostError::Pull { .. } => "pull",
             HostError::Docker { .. } => "docker",
             HostError::Timeout(_) => "timeout",
+            HostError::Http(_) => "http",
         }
     }
 }
@@ -169,6 +174,21 @@ pub struct SshConfig {
 /// Makes the client of a host from its spec. The real one dials SSH or a local socket; tests give fakes.
 pub trait Connector: Send + Sync + 'static {
     fn connect(&self, name: &str, spec: &HostSpec) -> Arc<dyn DockerHost>;
+}
+
+/// The real connector: `unix://` addresses are local engines, everything else is reached over SSH.
+#[derive(Clone, Debug, Default)]
+pub struct RealConnector {
+    pub ssh: SshConfig,
+}
+
+impl Connector for RealConnector {
+    fn connect(&self, name: &str, spec: &HostSpec) -> Arc<dyn DockerHost> {
+        match spec.address.strip_prefix("unix://") {
+            Some(path) => Arc::new(local::LocalHost::new(path)),
+            None => Arc::new(ssh::SshHost::new(name, spec, self.ssh.clone())),
+        }
+    }
 }
 
 impl fmt::Debug for ContainerConfig {

@@ -133,10 +133,6 @@ impl<K: Kv> KvStore<K> {
         KvStore { kv }
     }
 
-    pub fn kv(&self) -> &K {
-        &self.kv
-    }
-
     async fn read_specs(&self) -> Result<Specs, StoreError> {
         let listing = self.kv.list(SPECS).await?;
         let mut specs = Specs {

@@ -2,7 +2,7 @@
 //!
 //! [`MemoryStore`] is the store's shared logic over [`MemoryKv`]: a map of keys with mod revisions and one
 //! revision counter behind a mutex, a log of recent changes for watches, and a `tokio::sync::watch` that
-//! wakes them. Expiring keys (events) use `tokio::time`, so paused-time tests see them expire.
+//! wakes them. Expiring keys (events) use `tokio::time`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +28,8 @@ pub struct MemoryKv {
     state: Arc<Mutex<State>>,
     /// The store revision after every write, to wake watches.
     revision: Arc<watch::Sender<i64>>,
+    /// How long expiring keys live: [`EVENT_TTL`], shorter in unit tests.
+    event_ttl: std::time::Duration,
 }
 
 struct State {
@@ -70,7 +72,11 @@ impl Default for MemoryStore {
 impl MemoryKv {
     pub fn new() -> MemoryKv {
         let state = State { revision: 1, entries: BTreeMap::new(), log: VecDeque::new(), log_floor: 0 };
-        MemoryKv { state: Arc::new(Mutex::new(state)), revision: Arc::new(watch::Sender::new(1)) }
+        MemoryKv {
+            state: Arc::new(Mutex::new(state)),
+            revision: Arc::new(watch::Sender::new(1)),
+            event_ttl: EVENT_TTL,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -108,8 +114,10 @@ impl Kv for MemoryKv {
     async fn txn(&self, when: Vec<Compare>, then: Vec<Op>) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock();
         let now = Instant::now();
-        state.entries.retain(|_, stored| stored.live(now));
-        if !when.iter().all(|compare| state.holds(compare)) {
+        if then.iter().any(|op| matches!(op, Op::PutExpiring { .. })) {
+            state.entries.retain(|_, stored| stored.live(now));
+        }
+        if !when.iter().all(|compare| state.holds(compare, now)) {
             return Ok(None);
         }
         let revision = state.revision + 1;
@@ -123,7 +131,7 @@ impl Kv for MemoryKv {
                     touched.push(key);
                 }
                 Op::PutExpiring { key, value } => {
-                    let expires = Some(now + EVENT_TTL);
+                    let expires = Some(now + self.event_ttl);
                     state.entries.insert(key.clone(), Stored { value, mod_revision: revision, expires });
                     touched.push(key);
                 }
@@ -195,16 +203,16 @@ impl Kv for MemoryKv {
 }
 
 impl State {
-    fn holds(&self, compare: &Compare) -> bool {
+    fn holds(&self, compare: &Compare, now: Instant) -> bool {
+        let live = |key: &String| self.entries.get(key).filter(|s| s.live(now));
         match compare {
-            Compare::ModRevision { key, revision } => {
-                self.entries.get(key).map_or(0, |s| s.mod_revision) == *revision
-            }
-            Compare::Exists { key } => self.entries.contains_key(key),
+            Compare::ModRevision { key, revision } => live(key).map_or(0, |s| s.mod_revision) == *revision,
+            Compare::Exists { key } => live(key).is_some(),
             Compare::PrefixUnchangedSince { prefix, revision } => self
                 .entries
                 .range(prefix.clone()..)
                 .take_while(|(key, _)| key.starts_with(prefix.as_str()))
+                .filter(|(_, stored)| stored.live(now))
                 .all(|(_, stored)| stored.mod_revision <= *revision),
         }
     }
@@ -246,4 +254,68 @@ impl Watcher {
 /// that panics, so the maps are still whole.
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ballast_specs::wire::Event;
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::store::Store;
+
+    fn event(reason: &str) -> Event {
+        Event {
+            time: chrono::DateTime::from_timestamp(1_714_557_600, 0).unwrap_or_default(),
+            role: None,
+            host: None,
+            reason: reason.to_string(),
+            message: String::new(),
+            actor: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_expire() {
+        let kv = MemoryKv { event_ttl: Duration::from_millis(300), ..MemoryKv::new() };
+        let store = KvStore::with_kv(kv);
+        store.add_event(&event("Gone")).await.unwrap();
+        assert_eq!(store.list_events().await.unwrap().len(), 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !store.list_events().await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the event did not expire");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_behind_the_log_starts_over() {
+        let kv = MemoryKv::new();
+        let put = |key: &str| Op::Put { key: key.to_string(), value: b"{}".to_vec() };
+        for i in 0..LOG_LIMIT + 5 {
+            kv.txn(Vec::new(), vec![put(&format!("/other/{i}"))]).await.unwrap();
+        }
+        let now = kv.list("/").await.unwrap().revision;
+        // Nothing under the prefix changed, but the log no longer reaches back to revision 1.
+        let mut changes = kv.watch("/ballast/v1/specs/", 1).await.unwrap();
+        assert_eq!(changes.next().await, Some(Changed { revision: now }));
+        // Writes elsewhere do not wake it; a write under the prefix does.
+        kv.txn(Vec::new(), vec![put("/other/x")]).await.unwrap();
+        let written = kv.txn(Vec::new(), vec![put("/ballast/v1/specs/roles/web")]).await.unwrap();
+        assert_eq!(changes.next().await.map(|c| c.revision), written);
+    }
+
+    #[tokio::test]
+    async fn a_failed_compare_writes_nothing() {
+        let kv = MemoryKv::new();
+        let put = Op::Put { key: "/k".to_string(), value: b"1".to_vec() };
+        let first =
+            kv.txn(vec![Compare::ModRevision { key: "/k".into(), revision: 0 }], vec![put.clone()]).await;
+        assert_eq!(first.unwrap(), Some(2));
+        let again = kv.txn(vec![Compare::ModRevision { key: "/k".into(), revision: 0 }], vec![put]).await;
+        assert_eq!(again.unwrap(), None);
+        assert_eq!(kv.list("/").await.unwrap().revision, 2);
+    }
 }

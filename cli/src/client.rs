@@ -1,0 +1,252 @@
+//! The HTTP client of ballastd's `/api/v1/`: JSON in and out, bearer token, errors turned into [`CliError`]s.
+
+use std::time::Duration;
+
+use ballast_specs::wire::{ApiError, ErrorBody};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::CliError;
+
+/// The largest request body ballastd reads (its `BODY_LIMIT`).
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Talks to one ballastd.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// A failed call, before it becomes a [`CliError`]: callers branch on `Api` (a conflict is retried, a 404 may
+/// mean "new").
+#[derive(Debug)]
+pub enum ClientError {
+    /// No HTTP answer at all.
+    Unreachable { server: String, reason: String },
+    /// ballastd answered with an error body.
+    Api { status: StatusCode, error: ApiError },
+    /// ballastd answered something this CLI does not understand.
+    Protocol(String),
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Result<Client, CliError> {
+        let base = server.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            return Err(CliError::Failed(format!(
+                "--server {server:?} must be an http:// URL (for example http://127.0.0.1:7373)"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|err| CliError::Failed(format!("cannot set up the HTTP client: {err}")))?;
+        Ok(Client { base, token: token.filter(|t| !t.is_empty()), http })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    /// `GET`, with 404 as `None`.
+    pub async fn get_optional<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {
+        match self.get(path).await {
+            Ok(value) => Ok(Some(value)),
+            Err(ClientError::Api { status: StatusCode::NOT_FOUND, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let response = self.send(Method::DELETE, path, None::<&()>).await?;
+        check(response).await.map(drop)
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let bytes = check(response).await?;
+        serde_json::from_slice(&bytes).map_err(|err| {
+            ClientError::Protocol(format!("ballastd sent an answer this CLI cannot read: {err}"))
+        })
+    }
+
+    async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body)
+                .map_err(|err| ClientError::Protocol(format!("cannot encode the request: {err}")))?;
+            if bytes.len() > BODY_LIMIT {
+                return Err(ClientError::Api {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    error: ApiError {
+                        code: "too_large".to_string(),
+                        message: format!(
+                            "the request is {}, more than ballastd's limit of {}",
+                            mebibytes(bytes.len()),
+                            mebibytes(BODY_LIMIT)
+                        ),
+                        problems: Vec::new(),
+                    },
+                });
+            }
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes);
+        }
+        request
+            .send()
+            .await
+            .map_err(|err| ClientError::Unreachable { server: self.base.clone(), reason: reason(&err) })
+    }
+}
+
+/// Sizes as people read them: `4 MiB`, `5.2 MiB`.
+pub fn mebibytes(bytes: usize) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib.fract() == 0.0 {
+        format!("{mib:.0} MiB")
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(err: ClientError) -> CliError {
+        match err {
+            ClientError::Unreachable { server, reason } => CliError::Server(format!(
+                "cannot reach ballastd at {server}: {reason} (is it running? set --server or BALLAST_SERVER)"
+            )),
+            ClientError::Protocol(message) => CliError::Server(message),
+            ClientError::Api { status, error } => api_error(status, error),
+        }
+    }
+}
+
+fn api_error(status: StatusCode, error: ApiError) -> CliError {
+    let message = error.message;
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            CliError::Failed(format!("unauthorized: {message} (set --token or BALLAST_TOKEN)"))
+        }
+        StatusCode::FORBIDDEN => CliError::Failed(format!("forbidden: {message}")),
+        StatusCode::CONFLICT => CliError::Failed(format!("conflict: {message}")),
+        StatusCode::UNPROCESSABLE_ENTITY => CliError::Invalid { problems: error.problems, summary: message },
+        StatusCode::SERVICE_UNAVAILABLE => {
+            let detail = message.strip_prefix("the store is unavailable: ").unwrap_or(&message);
+            CliError::Server(format!("the store (etcd) is unavailable: {detail}"))
+        }
+        StatusCode::NOT_IMPLEMENTED => CliError::Server(format!("not supported by this ballastd: {message}")),
+        s if s.is_server_error() => CliError::Server(format!("ballastd failed ({}): {message}", s.as_u16())),
+        _ => CliError::Failed(message),
+    }
+}
+
+/// The body of a 2xx answer, or the error ballastd sent.
+async fn check(response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| ClientError::Protocol(format!("cannot read ballastd's answer: {}", reason(&err))))?;
+    if status.is_success() {
+        return Ok(bytes.to_vec());
+    }
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => Err(ClientError::Api { status, error: body.error }),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.trim();
+            let message = if text.is_empty() || text.len() > 200 {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {text}")
+            };
+            Err(ClientError::Api {
+                status,
+                error: ApiError { code: "http".to_string(), message, problems: Vec::new() },
+            })
+        }
+    }
+}
+
+/// The innermost cause of a transport error, in a few words.
+fn reason(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        return "no answer in time".to_string();
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut innermost = err.to_string();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return "connection refused".to_string(),
+                std::io::ErrorKind::ConnectionReset => return "connection reset".to_string(),
+                _ => {}
+            }
+        }
+        innermost = cause.to_string();
+        source = cause.source();
+    }
+    innermost
+}
+
+/// A path segment or query value, percent-encoded.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_segments() {
+        assert_eq!(encode("web_replica"), "web_replica");
+        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(mebibytes(4 * 1024 * 1024), "4 MiB");
+        assert_eq!(mebibytes(5 * 1000 * 1000), "4.8 MiB");
+    }
+}

@@ -1,0 +1,77 @@
+//! The commands of `ballast`, one module per group; [`run`] dispatches the parsed command line.
+
+mod apply;
+mod edit;
+mod get;
+mod observe;
+mod rollout;
+mod set;
+
+use ballast_specs::wire::RoleView;
+
+use crate::client::{encode, Client};
+use crate::error::{exit, CliError, Result};
+use crate::render::Output;
+use crate::{Cli, Command, KindArg, RolloutCommand, SetCommand};
+
+/// What every command needs.
+pub struct Context {
+    pub client: Client,
+    pub output: Output,
+}
+
+/// Runs the command; the exit code when it did not fail.
+pub async fn run(cli: Cli) -> Result<u8> {
+    let cx = Context { client: Client::new(&cli.server, cli.token)?, output: cli.output };
+    match cli.command {
+        Command::Apply { files, dry_run } => apply::apply(&cx, &files, dry_run).await?,
+        Command::Diff { files } => return apply::diff(&cx, &files).await,
+        Command::Get { kind: KindArg::Roles, name } => get::roles(&cx, name.as_deref()).await?,
+        Command::Get { kind: KindArg::Hosts, name } => get::hosts(&cx, name.as_deref()).await?,
+        Command::Edit { role } => edit::edit(&cx, &role).await?,
+        Command::Set(SetCommand::Image { role, image }) => set::image(&cx, &role, image).await?,
+        Command::Set(SetCommand::Resources { role, cpus, memory }) => {
+            set::resources(&cx, &role, cpus, memory).await?
+        }
+        Command::Delete { kind, name } => get::delete(&cx, kind, &name).await?,
+        Command::Rollout(RolloutCommand::History { role }) => rollout::history(&cx, &role).await?,
+        Command::Rollout(RolloutCommand::Undo { role, to_revision }) => {
+            rollout::undo(&cx, &role, to_revision).await?
+        }
+        Command::Rollout(RolloutCommand::Restart { role }) => {
+            rollout::control(&cx, &role, rollout::Control::Restart).await?
+        }
+        Command::Rollout(RolloutCommand::Retry { role }) => {
+            rollout::control(&cx, &role, rollout::Control::Retry).await?
+        }
+        Command::Pause { role } => rollout::control(&cx, &role, rollout::Control::Pause).await?,
+        Command::Resume { role } => rollout::control(&cx, &role, rollout::Control::Resume).await?,
+        Command::Status(args) => {
+            observe::status(&cx, args.role.as_deref(), args.wait.then_some(&args.timeout)).await?
+        }
+        Command::Plan { role } => observe::plan(&cx, role.as_deref()).await?,
+        Command::Events { role, follow } => observe::events(&cx, role.as_deref(), follow).await?,
+    }
+    Ok(exit::OK)
+}
+
+/// `GET /api/v1/roles/{name}`, with a clear message when it does not exist.
+pub async fn fetch_role(cx: &Context, name: &str) -> Result<RoleView> {
+    cx.client
+        .get_optional(&role_path(name))
+        .await?
+        .ok_or_else(|| CliError::Failed(format!("role {name:?} not found")))
+}
+
+pub fn role_path(name: &str) -> String {
+    format!("/api/v1/roles/{}", encode(name))
+}
+
+pub fn host_path(name: &str) -> String {
+    format!("/api/v1/hosts/{}", encode(name))
+}
+
+/// `?role=R` or nothing.
+pub fn role_query(role: Option<&str>) -> String {
+    role.map(|r| format!("?role={}", encode(r))).unwrap_or_default()
+}
