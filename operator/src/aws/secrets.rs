@@ -60,11 +60,13 @@ pub(crate) struct SecretValue {
 /// The Secrets Manager SDK client behind [`SecretsApi`].
 pub(crate) struct SdkSecrets(pub aws_sdk_secretsmanager::Client);
 
+/// Every key of a secret's JSON object; `None` for values that are not strings, numbers or booleans.
+type Values = HashMap<String, Option<String>>;
+
 /// One secret as last read.
 struct Cached {
     version_id: Option<String>,
-    /// Every key of the JSON object; `None` for values that are not strings, numbers or booleans.
-    values: HashMap<String, Option<String>>,
+    values: Values,
     /// When AWS is asked again.
     check_at: Instant,
 }
@@ -173,10 +175,7 @@ impl SecretsApi for SdkSecrets {
 }
 
 /// Turns `GetSecretValue`'s answer into (version, values by key).
-fn parse(
-    name: &str,
-    value: SecretValue,
-) -> Result<(Option<String>, HashMap<String, Option<String>>), AwsError> {
+fn parse(name: &str, value: SecretValue) -> Result<(Option<String>, Values), AwsError> {
     let not_json = || AwsError::NotJson(name.to_string());
     let text = value.string.ok_or_else(not_json)?;
     let serde_json::Value::Object(object) = serde_json::from_str(&text).map_err(|_| not_json())? else {
