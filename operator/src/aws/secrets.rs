@@ -20,6 +20,9 @@ pub const DEFAULT_SECRETS_REFRESH: Duration = Duration::from_secs(300);
 /// After AWS failed and the cached values were served, AWS is asked again after this long (or the refresh period, if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
+/// A key missing from a copy at least this old makes `resolve` read the secret again at once.
+const MISSING_KEY_REREAD: Duration = Duration::from_secs(10);
+
 /// The `secrets.source` prefix this source serves.
 const PREFIX: &str = "aws-secretsmanager:";
 
@@ -35,8 +38,10 @@ pub struct SecretsConfig {
 /// [`SecretSource`] backed by AWS Secrets Manager (`aws-secretsmanager:NAME`).
 ///
 /// The secret string must be a JSON object; string values are used as they are, numbers and booleans as their JSON text.
-/// Each secret is read at most once per refresh period (concurrent callers share one read); when AWS fails
-/// transiently and a value was read before, that value keeps being served.
+/// Each secret is read at most once per refresh period (concurrent callers share one read), unless
+/// [`SecretsManager::invalidate`] asks for a new read or a listed key is missing from a copy older than 10 s.
+/// When AWS fails transiently and a value was read before, that value keeps being served (AWS is asked again
+/// after 30 s); a secret found deleted or malformed is no longer served.
 pub struct SecretsManager {
     api: Arc<dyn SecretsApi>,
     mac: Hmac<Sha256>,
@@ -67,6 +72,8 @@ type Values = HashMap<String, Option<String>>;
 struct Cached {
     version_id: Option<String>,
     values: Values,
+    /// When it was read.
+    read_at: Instant,
     /// When AWS is asked again.
     check_at: Instant,
 }
@@ -92,52 +99,75 @@ impl SecretsManager {
         self.cache.mark_all_stale();
     }
 
-    /// Reads `name` unless the cached copy is still fresh, and picks `keys` from it.
+    /// Reads `name` unless the cached copy is still fresh, and picks `keys` from it. A key missing from a copy
+    /// read a while ago is looked for in a new read: it may have been added together with the role's new key.
     async fn resolve_name(&self, name: &str, keys: &[String]) -> Result<ResolvedSecrets, AwsError> {
         let slot = self.cache.get(name);
         let mut state = slot.state.lock().await;
         let forced = slot.take_stale();
-        let now = Instant::now();
-        let fresh = matches!(&*state, Some(cached) if !forced && now < cached.check_at);
+        let fresh = matches!(&*state, Some(cached) if !forced && Instant::now() < cached.check_at);
         if !fresh {
-            let read = with_retries("GetSecretValue", || self.api.get_secret_value(name)).await;
-            match read.and_then(|value| parse(name, value)) {
-                Ok((version_id, values)) => {
-                    let changed = state.as_ref().map(|old| old.version_id != version_id).unwrap_or(true);
-                    if changed {
-                        tracing::debug!(secret = name, version = ?version_id, "read secret");
-                    }
-                    *state = Some(Cached { version_id, values, check_at: Instant::now() + self.refresh });
-                }
-                Err(error) if error.is_retryable() && state.is_some() => {
-                    tracing::warn!(secret = name, %error, "secrets manager failed; using the values read before");
-                    if let Some(cached) = state.as_mut() {
-                        cached.check_at = Instant::now() + self.refresh.min(RETRY_AFTER_FAILURE);
-                    }
-                }
-                Err(error) => {
-                    if !error.is_retryable() {
-                        // The secret is gone or unusable: do not keep serving what it held.
-                        *state = None;
-                    }
-                    return Err(error);
-                }
-            }
+            self.read(name, &mut state).await?;
         }
-        let Some(cached) = state.as_ref() else {
-            return Err(AwsError::Request(format!("secret {name:?} was not read")));
-        };
-        let mut env = Vec::with_capacity(keys.len());
-        for key in keys {
-            match cached.values.get(key) {
-                Some(Some(value)) => env.push((key.clone(), value.clone())),
-                Some(None) => return Err(AwsError::NotJson(name.to_string())),
-                None => return Err(AwsError::MissingKey { secret: name.to_string(), key: key.clone() }),
-            }
+        let picked = pick(&self.mac, name, state.as_ref(), keys);
+        let reread = matches!(&picked, Err(AwsError::MissingKey { .. }))
+            && state.as_ref().is_some_and(|cached| cached.read_at.elapsed() >= MISSING_KEY_REREAD);
+        if !reread {
+            return picked;
         }
-        let hmac = fingerprint(&self.mac, &env);
-        Ok(ResolvedSecrets { env, hmac })
+        self.read(name, &mut state).await?;
+        pick(&self.mac, name, state.as_ref(), keys)
     }
+
+    /// Reads `name` from AWS into `state`; on a transient failure keeps (and reports nothing about) what `state` held.
+    async fn read(&self, name: &str, state: &mut Option<Cached>) -> Result<(), AwsError> {
+        let read = with_retries("GetSecretValue", || self.api.get_secret_value(name)).await;
+        match read.and_then(|value| parse(name, value)) {
+            Ok((version_id, values)) => {
+                if state.as_ref().is_none_or(|old| old.version_id != version_id) {
+                    tracing::debug!(secret = name, version = ?version_id, "read secret");
+                }
+                let now = Instant::now();
+                *state = Some(Cached { version_id, values, read_at: now, check_at: now + self.refresh });
+                Ok(())
+            }
+            Err(error) if error.is_retryable() && state.is_some() => {
+                tracing::warn!(secret = name, %error, "secrets manager failed; using the values read before");
+                if let Some(cached) = state.as_mut() {
+                    cached.check_at = Instant::now() + self.refresh.min(RETRY_AFTER_FAILURE);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if !error.is_retryable() {
+                    // The secret is gone or unusable: do not keep serving what it held.
+                    *state = None;
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// The values of `keys` in secret `name` as cached, and their fingerprint.
+fn pick(
+    mac: &Hmac<Sha256>,
+    name: &str,
+    cached: Option<&Cached>,
+    keys: &[String],
+) -> Result<ResolvedSecrets, AwsError> {
+    let Some(cached) = cached else {
+        return Err(AwsError::Request(format!("secret {name:?} was not read")));
+    };
+    let mut env = Vec::with_capacity(keys.len());
+    for key in keys {
+        match cached.values.get(key) {
+            Some(Some(value)) => env.push((key.clone(), value.clone())),
+            Some(None) => return Err(AwsError::NotJson(name.to_string())),
+            None => return Err(AwsError::MissingKey { secret: name.to_string(), key: key.clone() }),
+        }
+    }
+    Ok(ResolvedSecrets { hmac: fingerprint(mac, &env), env })
 }
 
 #[async_trait]
@@ -234,6 +264,7 @@ impl fmt::Debug for Cached {
         f.debug_struct("Cached")
             .field("version_id", &self.version_id)
             .field("values", &"[redacted]")
+            .field("read_at", &self.read_at)
             .field("check_at", &self.check_at)
             .finish()
     }

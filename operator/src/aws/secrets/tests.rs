@@ -314,3 +314,26 @@ async fn other_sources_and_empty_keys_are_refused() {
         SecretsManager::with_api(fake.clone(), SecretsConfig { cluster_key: Vec::new(), refresh: REFRESH });
     assert!(matches!(empty, Err(AwsError::NotConfigured(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_missing_from_an_older_copy_is_looked_for_in_a_new_read() {
+    let fake = Fake::new(value("v1", r#"{"A":"one"}"#));
+    let secrets = manager(&fake);
+    secrets.resolve(SOURCE, &keys(&["A"])).await.unwrap();
+    // The role gains key B, and B is added to the secret: no need to wait for the refresh period.
+    fake.set(value("v2", r#"{"A":"one","B":"two"}"#));
+    tokio::time::advance(MISSING_KEY_REREAD).await;
+    let both = secrets.resolve(SOURCE, &keys(&["A", "B"])).await.unwrap();
+    assert_eq!(both.env[1].1, "two");
+    assert_eq!(fake.calls(), 2);
+
+    // A key that is really missing does not make every resolve call AWS.
+    for _ in 0..5 {
+        let error = secrets.resolve(SOURCE, &keys(&["C"])).await.unwrap_err();
+        assert!(matches!(error, AwsError::MissingKey { .. }), "{error:?}");
+    }
+    assert_eq!(fake.calls(), 2);
+    tokio::time::advance(MISSING_KEY_REREAD).await;
+    secrets.resolve(SOURCE, &keys(&["C"])).await.unwrap_err();
+    assert_eq!(fake.calls(), 3);
+}
