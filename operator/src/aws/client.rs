@@ -19,7 +19,7 @@ use super::AwsError;
 
 /// Where the AWS clients point. `None` fields come from the standard AWS configuration
 /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, the credential chain); tests set them explicitly instead of touching the process env.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
@@ -161,18 +161,6 @@ fn chain(err: &(dyn Error + 'static)) -> String {
         next = e.source();
     }
     parts.join(": ")
-}
-
-impl fmt::Debug for AwsSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsSettings")
-            .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url)
-            .field("credentials", &self.credentials)
-            .field("operation_timeout", &self.operation_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
-    }
 }
 
 impl fmt::Debug for StaticCredentials {
