@@ -1,6 +1,7 @@
 //! The integration-test harness of ballast: real components started and stopped by the tests themselves.
 //!
 //! - [`etcd`]: a throwaway etcd on free loopback ports, killed on drop.
+//! - [`moto`]: a throwaway moto server (AWS API mock) on a free loopback port, killed on drop.
 //! - [`docker`]: the local Docker engine, test images, and cleanup of the containers a test made.
 //! - [`sshd`]: a throwaway sshd on loopback with its own host key, client key and known_hosts.
 //! - [`objects`]: sample hosts and roles.
@@ -9,6 +10,7 @@
 
 pub mod docker;
 pub mod etcd;
+pub mod moto;
 pub mod objects;
 pub mod process;
 pub mod sshd;
