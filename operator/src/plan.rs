@@ -114,6 +114,13 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
             actions.push(Action::Start { id: keep.id.clone(), reason: reason.clone() });
             return Plan { actions, state: UnitState::Degraded, message: reason };
         }
+        if lifts_a_limit(keep, desired) {
+            // Docker's update cannot remove a limit (0 means "unchanged" there): replace the container.
+            let reason = format!("{}; docker cannot lift a limit in place", resources_change(keep, desired, drift));
+            actions.push(Action::Deploy { old: Some(keep.id.clone()), reason: reason.clone() });
+            let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
+            return Plan { actions, state, message: reason };
+        }
         if keep.nano_cpus != desired.nano_cpus || keep.memory != desired.memory {
             let reason = resources_change(keep, desired, drift);
             actions.push(Action::UpdateResources {
@@ -166,6 +173,11 @@ fn sorted(mut containers: Vec<&Container>) -> Vec<&Container> {
             .then(a.name.cmp(&b.name))
     });
     containers
+}
+
+/// The container has a cpu or memory limit the desired spec does not have.
+fn lifts_a_limit(c: &Container, desired: &Desired) -> bool {
+    (desired.nano_cpus == 0 && c.nano_cpus != 0) || (desired.memory == 0 && c.memory != 0)
 }
 
 fn replace_reason(old: &Container, desired: &Desired) -> String {

@@ -95,8 +95,11 @@ pub struct Context {
 /// The clients of the hosts, made on first use and replaced when a host's spec changes.
 pub struct HostPool {
     connector: Arc<dyn Connector>,
-    clients: Mutex<HashMap<String, (ballast_specs::HostSpec, Arc<dyn DockerHost>)>>,
+    clients: Mutex<HashMap<String, Client>>,
 }
+
+/// A host's client and the spec it was made for.
+type Client = (ballast_specs::HostSpec, Arc<dyn DockerHost>);
 
 impl HostPool {
     pub fn new(connector: Arc<dyn Connector>) -> HostPool {
@@ -221,7 +224,7 @@ impl Context {
 }
 
 /// The containers of one unit among a host's listing: labelled with the role and this host.
-pub fn containers_of<'a>(listing: &'a [Container], unit: &Unit) -> Vec<Container> {
+pub fn containers_of(listing: &[Container], unit: &Unit) -> Vec<Container> {
     listing
         .iter()
         .filter(|c| {
@@ -580,7 +583,7 @@ fn desired_role<'a>(snapshot: &'a Snapshot, unit: &Unit) -> Option<&'a Role> {
     snapshot
         .roles
         .iter()
-        .find(|r| r.metadata.name == unit.role && r.spec.hosts.iter().any(|h| *h == unit.host))
+        .find(|r| r.metadata.name == unit.role && r.spec.hosts.contains(&unit.host))
 }
 
 fn control_of(snapshot: &Snapshot, role: &str) -> RoleControl {

@@ -2,6 +2,7 @@
 //!
 //! - [`etcd`]: a throwaway etcd on free loopback ports, killed on drop.
 //! - [`ballastd`]: the real `ballastd` and `ballast` binaries, built once and run on free ports.
+//! - [`moto`]: a throwaway moto server (AWS API mock) on a free loopback port, killed on drop.
 //! - [`docker`]: the local Docker engine, test images, and cleanup of the containers a test made.
 //! - [`sshd`]: a throwaway sshd on loopback with its own host key, client key and known_hosts.
 //! - [`objects`]: sample hosts and roles.
@@ -11,6 +12,7 @@
 pub mod ballastd;
 pub mod docker;
 pub mod etcd;
+pub mod moto;
 pub mod objects;
 pub mod process;
 pub mod sshd;

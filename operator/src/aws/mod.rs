@@ -1,12 +1,22 @@
 //! AWS: secret values (Secrets Manager) and registry credentials (ECR), behind two narrow traits.
 //!
 //! The reconciler only sees [`SecretSource`] and [`RegistryCredentials`]; no AWS SDK type leaves this module.
+//! [`from_env`] builds the real implementations, [`SecretsManager`] and [`EcrCredentials`], from the standard AWS configuration.
+
+mod cache;
+mod client;
+mod ecr;
+mod secrets;
 
 use std::fmt;
 
 use async_trait::async_trait;
 
 use crate::hosts::RegistryAuth;
+
+pub use client::{from_env, Aws, AwsSettings, StaticCredentials};
+pub use ecr::{EcrConfig, EcrCredentials};
+pub use secrets::{SecretsConfig, SecretsManager, DEFAULT_SECRETS_REFRESH};
 
 /// The values of a role's secret keys, ready to inject as env, and a keyed HMAC of them for the container label.
 #[derive(Clone, PartialEq, Eq)]
@@ -31,6 +41,8 @@ pub enum AwsError {
     Throttled(String),
     #[error("aws request failed: {0}")]
     Request(String),
+    #[error("unknown secret source {0:?} (expected aws-secretsmanager:NAME)")]
+    UnknownSource(String),
 }
 
 impl AwsError {
@@ -47,6 +59,7 @@ impl AwsError {
             AwsError::NotJson(_) => "not_json",
             AwsError::Throttled(_) => "throttled",
             AwsError::Request(_) => "request",
+            AwsError::UnknownSource(_) => "unknown_source",
         }
     }
 }

@@ -319,6 +319,10 @@ impl DockerHost for FakeHost {
         let updated = {
             let mut state = self.state();
             let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(id.to_string()))?;
+            if (nano_cpus == 0 && c.container.nano_cpus != 0) || (memory == 0 && c.container.memory != 0) {
+                // Like Docker: 0 means "unchanged" to its update API, so a limit cannot be lifted in place.
+                return Err(HostError::Docker { status: 409, message: "cannot lift a limit in place".into() });
+            }
             c.container.nano_cpus = nano_cpus;
             c.container.memory = memory;
             c.container.clone()
@@ -335,7 +339,7 @@ impl DockerHost for FakeHost {
             .values()
             .find(|c| c.container.state == ContainerState::Running && c.container.ip.as_deref() == Some(ip))
         else {
-            return Err(HostError::Unreachable(format!("connect to {ip}: connection refused")));
+            return Err(HostError::Http(format!("connect to {ip}: connection refused")));
         };
         if state.unhealthy.contains(&c.container.image) || path != "/up" {
             return Ok(404);

@@ -181,14 +181,27 @@ fn resources_spec_change_is_progress_in_place() {
 }
 
 #[test]
-fn limit_removed_becomes_unlimited() {
+fn lifting_a_limit_replaces_the_container() {
     check(
         "desired web@h1 gen=2 hash=aa image=app:v1 converged=1
          container c1 gen=1 hash=aa image=app:v1 running cpus=1 memory=1g",
         expect![[r#"
             state: Progressing
-            message: update cpus unlimited (was 1), memory unlimited (was 1g)
-            update c1 in place: update cpus unlimited (was 1), memory unlimited (was 1g)
+            message: update cpus unlimited (was 1), memory unlimited (was 1g); docker cannot lift a limit in place
+            replace c1 (update cpus unlimited (was 1), memory unlimited (was 1g); docker cannot lift a limit in place)
+        "#]],
+    );
+}
+
+#[test]
+fn a_limit_added_outside_ballast_is_lifted_by_replacing() {
+    check(
+        "desired web@h1 gen=1 hash=aa image=app:v1 converged=1
+         container c1 gen=1 hash=aa image=app:v1 running memory=1g",
+        expect![[r#"
+            state: Degraded
+            message: restore memory unlimited (was 1g), changed outside ballast; docker cannot lift a limit in place
+            replace c1 (restore memory unlimited (was 1g), changed outside ballast; docker cannot lift a limit in place)
         "#]],
     );
 }
