@@ -125,7 +125,7 @@ async fn start_ballastd(rig: &Rig, etcd: &TestEtcd) -> Result<Ballastd> {
         "--resync".to_string(),
         "5s".to_string(),
     ];
-    Ballastd::start_with(Options { etcd: vec![etcd.endpoint()], tokens: None, args }).await
+    Ballastd::start_with(Options { etcd: vec![etcd.endpoint()], args, ..Options::default() }).await
 }
 
 fn text(out: &Output) -> String {

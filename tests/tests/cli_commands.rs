@@ -37,7 +37,8 @@ async fn apply_get_set_undo_diff() {
     );
 
     let roles = stack.roles().expect("roles");
-    let summary: Vec<(String, Vec<String>, Option<String>, Option<String>, Vec<String>)> = roles
+    type Summary = (String, Vec<String>, Option<String>, Option<String>, Vec<String>);
+    let summary: Vec<Summary> = roles
         .iter()
         .map(|v| {
             let spec = &v.role.spec;
