@@ -16,12 +16,17 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{anyhow, Context};
 use ballast_operator::api::{self, AppState, Auth};
+use ballast_operator::aws::{self, AwsSettings, EcrConfig, NoAws, RegistryCredentials, SecretSource, SecretsConfig};
+use ballast_operator::hosts::{RealConnector, SshConfig};
+use ballast_operator::reconcile::{self, Config};
+use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::etcd_local::EmbeddedEtcd;
 use ballast_operator::store::etcd::EtcdStore;
 use ballast_operator::store::Store;
 use ballast_specs::Duration;
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// How long the store may take to answer the startup check.
 const STARTUP_CHECK: StdDuration = StdDuration::from_secs(20);
@@ -51,8 +56,17 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
     /// Period of the full resync of every unit (e.g. 30s, 5m).
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
     resync: Duration,
+    /// How long secret values are cached before Secrets Manager is asked again (rotation is seen within it).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DUR")]
+    secrets_refresh: Duration,
+    /// A registry (HOST[:PORT]) to treat as ECR, in addition to `*.dkr.ecr.*.amazonaws.com`; repeatable.
+    #[arg(long = "ecr-registry", value_name = "HOST")]
+    ecr_registries: Vec<String>,
+    /// Serve the API only; do not reconcile (for a read-only replica, or to inspect a cluster).
+    #[arg(long)]
+    no_reconcile: bool,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -136,21 +150,65 @@ async fn run(args: Args) -> Result<(), Failure> {
 /// Connects to the store and serves the API until SIGTERM or SIGINT.
 async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<()> {
     let store = connect(endpoints).await?;
+    let (secrets, registry) = aws_clients(args, store.as_ref()).await?;
+    let connector = RealConnector {
+        ssh: SshConfig { key_path: args.ssh_key.clone(), known_hosts: args.known_hosts.clone() },
+    };
+    let ctx = Arc::new(reconcile::Context::new(store.clone(), Arc::new(connector), secrets, registry, Config::default()));
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr().context("cannot read the bound address")?;
     let base_url = format!("http://{address}");
+    let mut state = AppState::new(store, auth);
+    state.plans = Some(ctx.clone());
+
+    let stop = CancellationToken::new();
+    let reconciler = if args.no_reconcile {
+        None
+    } else {
+        let config = RuntimeConfig { resync: args.resync.as_std(), ..RuntimeConfig::default() };
+        Some(tokio::spawn(runtime::run(ctx, config, stop.clone())))
+    };
     tracing::info!(address = %base_url, "listening");
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &base_url)?;
     }
-    let state = AppState::new(store, auth);
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown({
+            let stop = stop.clone();
+            async move {
+                shutdown_signal().await;
+                stop.cancel();
+            }
+        })
         .await
-        .context("http server failed")?;
+        .context("http server failed");
+    stop.cancel();
+    if let Some(reconciler) = reconciler {
+        let _ = reconciler.await;
+        tracing::info!("reconciler stopped");
+    }
+    served?;
     tracing::info!("http server stopped");
     Ok(())
+}
+
+/// Secrets Manager and ECR from the standard AWS configuration; without a region, no AWS (anonymous pulls,
+/// roles with secrets report that secrets are not configured).
+async fn aws_clients(
+    args: &Args,
+    store: &dyn Store,
+) -> anyhow::Result<(Arc<dyn SecretSource>, Arc<dyn RegistryCredentials>)> {
+    let cluster_key = store.cluster_key().await.context("cannot read the cluster key from etcd")?;
+    let secrets = SecretsConfig { cluster_key, refresh: args.secrets_refresh.as_std() };
+    let ecr = EcrConfig { extra_registries: args.ecr_registries.clone(), ..EcrConfig::default() };
+    match aws::from_env(&AwsSettings::default(), secrets, ecr).await {
+        Ok(aws) => Ok((Arc::new(aws.secrets), Arc::new(aws.registry))),
+        Err(e) => {
+            tracing::warn!(error = %e, "AWS not configured: anonymous pulls only, and roles with secrets cannot start");
+            Ok((Arc::new(NoAws), Arc::new(NoAws)))
+        }
+    }
 }
 
 /// Connects to etcd and checks it answers, so a wrong `--etcd` fails at startup, not at the first request.
@@ -201,7 +259,10 @@ async fn shutdown_signal() {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // The AWS SDK logs response bodies at debug/trace, and an ECR token is not marked sensitive there.
+        .add_directive("aws_smithy_runtime=info".parse().expect("a valid directive"))
+        .add_directive("aws_smithy_runtime_api=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

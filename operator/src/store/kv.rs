@@ -25,6 +25,8 @@ const CONTROLS: &str = "/ballast/v1/specs/controls/";
 const HISTORY: &str = "/ballast/v1/history/";
 const STATUS: &str = "/ballast/v1/status/";
 const EVENTS: &str = "/ballast/v1/events/";
+/// The cluster's secret key for HMACs of secret values (32 random bytes, made once).
+const CLUSTER_KEY: &str = "/ballast/v1/cluster/secrets-key";
 
 /// How long an event is kept at least.
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -406,6 +408,22 @@ impl<K: Kv> Store for KvStore<K> {
 
     async fn list_events(&self) -> Result<Vec<Event>, StoreError> {
         self.kv.list(EVENTS).await?.entries.iter().map(decode).collect()
+    }
+
+    async fn cluster_key(&self) -> Result<Vec<u8>, StoreError> {
+        for _ in 0..ATTEMPTS {
+            if let Some(entry) = self.kv.get(CLUSTER_KEY).await? {
+                return Ok(entry.value);
+            }
+            let key: [u8; 32] = rand::random();
+            // Create only if absent: of two operators starting at once, one key wins and both read it.
+            let when = vec![Compare::ModRevision { key: CLUSTER_KEY.to_string(), revision: 0 }];
+            let then = vec![Op::Put { key: CLUSTER_KEY.to_string(), value: key.to_vec() }];
+            if self.kv.txn(when, then).await?.is_some() {
+                return Ok(key.to_vec());
+            }
+        }
+        Err(StoreError::Conflict("the cluster key kept changing while it was created".into()))
     }
 
     async fn watch(&self, from_revision: i64) -> Result<BoxStream<'static, Changed>, StoreError> {

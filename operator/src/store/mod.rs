@@ -116,6 +116,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stored events, oldest first.
     async fn list_events(&self) -> Result<Vec<Event>, StoreError>;
 
+    /// The cluster's key for HMACs of secret values: random, made on first use, the same for every operator.
+    async fn cluster_key(&self) -> Result<Vec<u8>, StoreError>;
+
     /// Changes to hosts, roles and controls after `from_revision`. The stream starts over by itself when the
     /// watch breaks or is compacted (yielding a `Changed` so the caller relists); it ends only when dropped.
     async fn watch(&self, from_revision: i64) -> Result<BoxStream<'static, Changed>, StoreError>;
