@@ -420,6 +420,9 @@ impl Store for DownStore {
     async fn list_events(&self) -> Result<Vec<Event>, StoreError> {
         Err(down())
     }
+    async fn cluster_key(&self) -> Result<Vec<u8>, StoreError> {
+        Err(down())
+    }
     async fn watch(&self, _: i64) -> Result<BoxStream<'static, Changed>, StoreError> {
         Err(down())
     }
