@@ -32,7 +32,8 @@ impl Rig {
             Some(dir) => (PathBuf::from(dir), false),
             None => {
                 let dir = PathBuf::from(format!("/tmp/ballast-rig-{}", std::process::id()));
-                script("up.sh", &["2", path_str(&dir)?]).context("bringing up a private rig (is this root?)")?;
+                script("up.sh", &["2", path_str(&dir)?])
+                    .context("bringing up a private rig (is this root?)")?;
                 (dir, true)
             }
         };
@@ -120,11 +121,14 @@ impl Rig {
         self.ctl(&["curl", &i.to_string(), &port.to_string(), path])
     }
 
-    /// Removes every ballast container (label `ballast.role`) on every host. Unlabelled ones stay.
+    /// Removes every ballast container (label `ballast.role`) and every bystander the scenarios made
+    /// (label `e2e.bystander`, no ballast label) on every host.
     pub fn clean(&self) -> Result<()> {
         for i in 1..=self.hosts() {
-            for id in self.containers(i, "ballast.role")? {
-                self.docker(i, &["rm", "-f", &id])?;
+            for label in ["ballast.role", "e2e.bystander"] {
+                for id in self.containers(i, label)? {
+                    self.docker(i, &["rm", "-f", &id])?;
+                }
             }
         }
         Ok(())
@@ -146,13 +150,10 @@ impl Drop for Rig {
 /// Runs `e2e/rig/NAME ARGS...`; its trimmed stdout, or an error with its stderr.
 fn script(name: &str, args: &[&str]) -> Result<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rig").join(name);
-    let output = Command::new("bash").arg(&path).args(args).output().with_context(|| format!("running {name}"))?;
+    let output =
+        Command::new("bash").arg(&path).args(args).output().with_context(|| format!("running {name}"))?;
     if !output.status.success() {
-        bail!(
-            "{name} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("{name} {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }

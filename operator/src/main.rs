@@ -16,11 +16,13 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{anyhow, Context};
 use ballast_operator::api::{self, AppState, Auth};
-use ballast_operator::aws::{self, AwsSettings, EcrConfig, NoAws, RegistryCredentials, SecretSource, SecretsConfig};
+use ballast_operator::aws::{
+    self, AwsSettings, EcrConfig, NoAws, RegistryCredentials, SecretSource, SecretsConfig,
+};
+use ballast_operator::etcd_local::EmbeddedEtcd;
 use ballast_operator::hosts::{RealConnector, SshConfig};
 use ballast_operator::reconcile::{self, Config};
 use ballast_operator::runtime::{self, RuntimeConfig};
-use ballast_operator::etcd_local::EmbeddedEtcd;
 use ballast_operator::store::etcd::EtcdStore;
 use ballast_operator::store::Store;
 use ballast_specs::Duration;
@@ -154,7 +156,13 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     let connector = RealConnector {
         ssh: SshConfig { key_path: args.ssh_key.clone(), known_hosts: args.known_hosts.clone() },
     };
-    let ctx = Arc::new(reconcile::Context::new(store.clone(), Arc::new(connector), secrets, registry, Config::default()));
+    let ctx = Arc::new(reconcile::Context::new(
+        store.clone(),
+        Arc::new(connector),
+        secrets,
+        registry,
+        Config::default(),
+    ));
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr().context("cannot read the bound address")?;

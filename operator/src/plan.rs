@@ -44,7 +44,7 @@ pub enum Action {
     /// Start a stopped container (dead, exited, or never started).
     Start { id: String, reason: String },
     /// Change cpus/memory in place, without a restart.
-    UpdateResources { id: String, nano_cpus: i64, memory: i64, reason: String },
+    UpdateResources { id: String, nano_cpus: i64, memory: i64, reason: String, event: String },
     /// Remove a container: a duplicate, or one whose unit is no longer desired.
     Remove { id: String, reason: String },
 }
@@ -116,7 +116,8 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
         }
         if lifts_a_limit(keep, desired) {
             // Docker's update cannot remove a limit (0 means "unchanged" there): replace the container.
-            let reason = format!("{}; docker cannot lift a limit in place", resources_change(keep, desired, drift));
+            let reason =
+                format!("{}; docker cannot lift a limit in place", resources_change(keep, desired, drift));
             actions.push(Action::Deploy { old: Some(keep.id.clone()), reason: reason.clone() });
             let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
             return Plan { actions, state, message: reason };
@@ -128,6 +129,7 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
                 nano_cpus: desired.nano_cpus,
                 memory: desired.memory,
                 reason: reason.clone(),
+                event: resources_event(keep, desired, drift),
             });
             let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
             return Plan { actions, state, message: reason };
@@ -193,16 +195,39 @@ fn replace_reason(old: &Container, desired: &Desired) -> String {
 }
 
 fn resources_change(c: &Container, desired: &Desired, drift: bool) -> String {
-    let mut parts = Vec::new();
+    let (what, was) = resources_diff(c, desired);
+    if drift {
+        format!("restore {what} (was {was}, changed outside ballast)")
+    } else {
+        format!("update {what} (was {was})")
+    }
+}
+
+/// The past-tense sentence of an in-place update, for the event.
+fn resources_event(c: &Container, desired: &Desired, drift: bool) -> String {
+    let (what, was) = resources_diff(c, desired);
+    let host = &desired.host;
+    if drift {
+        format!("restored {what} on {host} (was {was}, changed outside ballast)")
+    } else {
+        format!("updated {what} on {host} (was {was})")
+    }
+}
+
+/// `("cpus 1.5, memory 1.75g", "cpus 1, memory 1g")`: the desired and observed values that differ.
+fn resources_diff(c: &Container, desired: &Desired) -> (String, String) {
+    let mut what = Vec::new();
+    let mut was = Vec::new();
+    let both = c.nano_cpus != desired.nano_cpus && c.memory != desired.memory;
     if c.nano_cpus != desired.nano_cpus {
-        parts.push(format!("cpus {} (was {})", cpus(desired.nano_cpus), cpus(c.nano_cpus)));
+        what.push(format!("cpus {}", cpus(desired.nano_cpus)));
+        was.push(if both { format!("cpus {}", cpus(c.nano_cpus)) } else { cpus(c.nano_cpus) });
     }
     if c.memory != desired.memory {
-        parts.push(format!("memory {} (was {})", memory(desired.memory), memory(c.memory)));
+        what.push(format!("memory {}", memory(desired.memory)));
+        was.push(if both { format!("memory {}", memory(c.memory)) } else { memory(c.memory) });
     }
-    let verb = if drift { "restore" } else { "update" };
-    let tail = if drift { ", changed outside ballast" } else { "" };
-    format!("{verb} {}{tail}", parts.join(", "))
+    (what.join(", "), was.join(", "))
 }
 
 /// cpus as `1.5`, or `unlimited`.

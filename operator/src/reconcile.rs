@@ -475,10 +475,10 @@ async fn execute(
             client.start(id).await.map_err(host_err)?;
             ctx.event(unit, "Started", format!("started {u} on {h}: {reason}")).await;
         }
-        Action::UpdateResources { id, nano_cpus, memory, reason } => {
+        Action::UpdateResources { id, nano_cpus, memory, reason, event } => {
             client.update_resources(id, *nano_cpus, *memory).await.map_err(host_err)?;
             let what = if reason.starts_with("restore") { "ResourcesRestored" } else { "ResourcesUpdated" };
-            ctx.event(unit, what, format!("{reason} on {h}, in place (same container, no restart)")).await;
+            ctx.event(unit, what, format!("{event}, in place: same container, no restart")).await;
         }
         Action::Deploy { old, reason } => {
             let Some(role) = role else { return Ok(()) };
@@ -580,10 +580,7 @@ fn status_for(
 
 /// The role, if it is desired on the unit's host.
 fn desired_role<'a>(snapshot: &'a Snapshot, unit: &Unit) -> Option<&'a Role> {
-    snapshot
-        .roles
-        .iter()
-        .find(|r| r.metadata.name == unit.role && r.spec.hosts.contains(&unit.host))
+    snapshot.roles.iter().find(|r| r.metadata.name == unit.role && r.spec.hosts.contains(&unit.host))
 }
 
 fn control_of(snapshot: &Snapshot, role: &str) -> RoleControl {

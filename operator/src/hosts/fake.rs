@@ -321,7 +321,10 @@ impl DockerHost for FakeHost {
             let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(id.to_string()))?;
             if (nano_cpus == 0 && c.container.nano_cpus != 0) || (memory == 0 && c.container.memory != 0) {
                 // Like Docker: 0 means "unchanged" to its update API, so a limit cannot be lifted in place.
-                return Err(HostError::Docker { status: 409, message: "cannot lift a limit in place".into() });
+                return Err(HostError::Docker {
+                    status: 409,
+                    message: "cannot lift a limit in place".into(),
+                });
             }
             c.container.nano_cpus = nano_cpus;
             c.container.memory = memory;

@@ -161,8 +161,8 @@ fn memory_drift_is_restored_in_place() {
          container c1 gen=1 hash=aa image=app:v1 running cpus=1.5 memory=1g",
         expect![[r#"
             state: Degraded
-            message: restore memory 1.75g (was 1g), changed outside ballast
-            update c1 in place: restore memory 1.75g (was 1g), changed outside ballast
+            message: restore memory 1.75g (was 1g, changed outside ballast)
+            update c1 in place: restore memory 1.75g (was 1g, changed outside ballast)
         "#]],
     );
 }
@@ -174,8 +174,8 @@ fn resources_spec_change_is_progress_in_place() {
          container c1 gen=1 hash=aa image=app:v1 running cpus=0.25 memory=512m",
         expect![[r#"
             state: Progressing
-            message: update cpus 0.5 (was 0.25), memory 768m (was 512m)
-            update c1 in place: update cpus 0.5 (was 0.25), memory 768m (was 512m)
+            message: update cpus 0.5, memory 768m (was cpus 0.25, memory 512m)
+            update c1 in place: update cpus 0.5, memory 768m (was cpus 0.25, memory 512m)
         "#]],
     );
 }
@@ -187,8 +187,8 @@ fn lifting_a_limit_replaces_the_container() {
          container c1 gen=1 hash=aa image=app:v1 running cpus=1 memory=1g",
         expect![[r#"
             state: Progressing
-            message: update cpus unlimited (was 1), memory unlimited (was 1g); docker cannot lift a limit in place
-            replace c1 (update cpus unlimited (was 1), memory unlimited (was 1g); docker cannot lift a limit in place)
+            message: update cpus unlimited, memory unlimited (was cpus 1, memory 1g); docker cannot lift a limit in place
+            replace c1 (update cpus unlimited, memory unlimited (was cpus 1, memory 1g); docker cannot lift a limit in place)
         "#]],
     );
 }
@@ -200,8 +200,8 @@ fn a_limit_added_outside_ballast_is_lifted_by_replacing() {
          container c1 gen=1 hash=aa image=app:v1 running memory=1g",
         expect![[r#"
             state: Degraded
-            message: restore memory unlimited (was 1g), changed outside ballast; docker cannot lift a limit in place
-            replace c1 (restore memory unlimited (was 1g), changed outside ballast; docker cannot lift a limit in place)
+            message: restore memory unlimited (was 1g, changed outside ballast); docker cannot lift a limit in place
+            replace c1 (restore memory unlimited (was 1g, changed outside ballast); docker cannot lift a limit in place)
         "#]],
     );
 }
