@@ -14,3 +14,12 @@ if ! command -v protoc >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler >/dev/null; }
 fi
+
+# moto: the AWS endpoint of the tests (Secrets Manager, ECR), from PyPI.
+if ! command -v moto_server >/dev/null; then
+  python3 -m pip install -q 'moto[server]' >/dev/null 2>&1 || python3 -m pip install 'moto[server]'
+  if ! command -v moto_server >/dev/null; then
+    echo "install.sh: moto_server not on PATH after pip install 'moto[server]'" >&2
+    exit 1
+  fi
+fi

@@ -61,6 +61,10 @@ pub struct Plan {
 /// or host dropped from the role): every container of it is removed. `observed` holds the containers of this
 /// (role, host) as listed on the host.
 pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
+    // A container Docker is already removing is as good as gone.
+    let observed: Vec<Container> =
+        observed.iter().filter(|c| c.state != ContainerState::Removing).cloned().collect();
+    let observed = observed.as_slice();
     let Some(desired) = desired else {
         let actions: Vec<Action> = sorted(observed.iter().collect())
             .into_iter()

@@ -472,7 +472,15 @@ async fn execute(
             ctx.event(unit, "Removed", format!("removed {u} container {} on {h}: {reason}", short(id))).await;
         }
         Action::Start { id, reason } => {
-            client.start(id).await.map_err(host_err)?;
+            match client.start(id).await {
+                Ok(()) => {}
+                // Removed under our feet (`docker rm -f` races with its own die event): the next pass recreates it.
+                Err(HostError::NotFound(_)) => return Ok(()),
+                Err(HostError::Docker { status: 409, message }) if message.contains("marked for removal") => {
+                    return Ok(())
+                }
+                Err(e) => return Err(host_err(e)),
+            }
             ctx.event(unit, "Started", format!("started {u} on {h}: {reason}")).await;
         }
         Action::UpdateResources { id, nano_cpus, memory, reason, event } => {

@@ -68,6 +68,7 @@ fn parse_fixture(fixture: &str) -> (Option<Desired>, Vec<Container>) {
                     "exited" => ContainerState::Exited,
                     "created" => ContainerState::Created,
                     "dead" => ContainerState::Dead,
+                    "removing" => ContainerState::Removing,
                     other => panic!("unknown state {other}"),
                 };
                 let labels = BTreeMap::from([
@@ -344,6 +345,19 @@ fn nothing_desired_nothing_observed() {
         "desired none",
         expect![[r#"
             state: Converged
+        "#]],
+    );
+}
+
+#[test]
+fn a_container_being_removed_counts_as_gone() {
+    check(
+        "desired job@h1 gen=1 hash=aa image=app:v1 converged=1
+         container c1 gen=1 hash=aa image=app:v1 removing",
+        expect![[r#"
+            state: Degraded
+            message: container missing, recreating
+            create (container missing, recreating)
         "#]],
     );
 }
