@@ -1,6 +1,7 @@
 //! `status [--wait]`, `plan` and `events [-f]`: what ballastd sees and would do.
 
 use std::collections::HashSet;
+use std::io::IsTerminal as _;
 use std::time::Duration as StdDuration;
 
 use ballast_specs::wire::{Event, List, RoleView, UnitPlan, UnitState, UnitStatus};
@@ -13,7 +14,7 @@ use crate::error::{CliError, Result};
 use crate::render::{age, or_dash, print_data, table, timestamp, Output};
 
 /// How often `status --wait` and `events -f` ask again.
-const POLL: StdDuration = StdDuration::from_secs(1);
+const POLL: StdDuration = StdDuration::from_millis(500);
 
 /// Prints the units' status; with `wait`, first waits until the selection settles (see [`settle`]).
 pub async fn status(cx: &Context, role: Option<&str>, wait: Option<&Duration>) -> Result<()> {
@@ -22,6 +23,9 @@ pub async fn status(cx: &Context, role: Option<&str>, wait: Option<&Duration>) -
         return print_status(cx.output, &list);
     };
     let deadline = Instant::now() + timeout.as_std();
+    // Table output on a terminal redraws a live table; elsewhere each change is one plain line.
+    let live = cx.output == Output::Table && std::io::stdout().is_terminal();
+    let mut progress = Progress::default();
     loop {
         let roles: Vec<RoleView> = match role {
             Some(name) => vec![fetch_role(cx, name).await?],
@@ -30,7 +34,14 @@ pub async fn status(cx: &Context, role: Option<&str>, wait: Option<&Duration>) -
         let list: List<UnitStatus> = cx.client.get(&format!("/api/v1/status{}", role_query(role))).await?;
         let verdict = settle(&roles, &list.items);
         let timed_out = Instant::now() >= deadline;
-        if verdict.is_some() || timed_out {
+        if cx.output == Output::Table {
+            if live {
+                progress.redraw(&status_table(&list));
+            } else if verdict.is_none() && !timed_out {
+                progress.changes(&list.items);
+            }
+        }
+        if (verdict.is_some() || timed_out) && !live {
             print_status(cx.output, &list)?;
         }
         match verdict {
@@ -44,6 +55,40 @@ pub async fn status(cx: &Context, role: Option<&str>, wait: Option<&Duration>) -
                 )));
             }
             None => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// What `status --wait` has shown so far: the live table's height, or each unit's last printed state.
+#[derive(Default)]
+struct Progress {
+    lines: usize,
+    seen: std::collections::BTreeMap<(String, String), (UnitState, String)>,
+}
+
+impl Progress {
+    /// Replaces the table drawn last time (cursor up, clear to the end of the screen) with `table`.
+    fn redraw(&mut self, table: &str) {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if self.lines > 0 {
+            let _ = write!(out, "\x1b[{}A\x1b[J", self.lines);
+        }
+        let _ = write!(out, "{table}");
+        let _ = out.flush();
+        self.lines = table.lines().count();
+    }
+
+    /// Prints one line per unit whose state or message changed since the last poll.
+    fn changes(&mut self, statuses: &[UnitStatus]) {
+        for s in statuses {
+            let key = (s.role.clone(), s.host.clone());
+            let now = (s.state, s.message.clone());
+            if self.seen.get(&key) != Some(&now) {
+                let message = if s.message.is_empty() { String::new() } else { format!(": {}", s.message) };
+                println!("{}@{} {} (generation {}){message}", s.role, s.host, s.state, s.generation);
+                self.seen.insert(key, now);
+            }
         }
     }
 }
@@ -148,6 +193,12 @@ fn print_status(output: Output, list: &List<UnitStatus>) -> Result<()> {
         eprintln!("no units found");
         return Ok(());
     }
+    print!("{}", status_table(list));
+    Ok(())
+}
+
+/// The status table: one row per unit.
+fn status_table(list: &List<UnitStatus>) -> String {
     let now = Utc::now();
     let rows: Vec<Vec<String>> = list
         .items
@@ -167,8 +218,7 @@ fn print_status(output: Output, list: &List<UnitStatus>) -> Result<()> {
         })
         .collect();
     let headers = ["ROLE", "HOST", "STATE", "GEN/OBSERVED", "IMAGE", "CPUS", "MEMORY", "MESSAGE", "SINCE"];
-    print!("{}", table(&headers, &rows));
-    Ok(())
+    table(&headers, &rows)
 }
 
 /// `Some(Ok)` when every unit of `roles` is Converged at its role's generation; `Some(Err)` naming the units
