@@ -15,6 +15,8 @@ use ballast_tests::TestEtcd;
 const WAIT: Duration = Duration::from_secs(90);
 /// The secret every scenario reads, as in the seed deployment.
 const SECRET: &str = "data-lake/prod";
+/// `RUST_LOG` of the secrets scenario's ballastd: everything it logs is searched for secret values.
+const LOG_LEVEL: &str = "trace";
 /// `--secrets-refresh` of the secrets scenario.
 const REFRESH: Duration = Duration::from_secs(3);
 
@@ -157,6 +159,45 @@ fn holds_for(period: Duration, what: &str, mut check: impl FnMut() -> Result<()>
     check().with_context(|| format!("{what} stopped holding"))
 }
 
+/// Every version of every key etcd holds, at every revision so far (nothing is compacted in a test): `(where, value)`.
+async fn etcd_history(etcd: &TestEtcd) -> Result<Vec<(String, String)>> {
+    let everything = |revision: i64| {
+        // key "\0" with range_end "\0": every key.
+        serde_json::json!({"key": "AA==", "range_end": "AA==", "revision": revision.to_string()})
+    };
+    let now = etcd.post("/v3/kv/range", everything(0)).await?;
+    let head: i64 = now["header"]["revision"].as_str().context("etcd sent no revision")?.parse()?;
+    let mut seen = std::collections::BTreeMap::new();
+    for revision in 1..=head {
+        let answer = etcd.post("/v3/kv/range", everything(revision)).await?;
+        for kv in answer["kvs"].as_array().into_iter().flatten() {
+            let field = |name: &str| unbase64(kv[name].as_str().unwrap_or_default());
+            let key = String::from_utf8_lossy(&field("key")?).to_string();
+            let version = kv["mod_revision"].as_str().unwrap_or_default().to_string();
+            let value = String::from_utf8_lossy(&field("value")?).to_string();
+            seen.insert(format!("etcd {key} at revision {version}"), value);
+        }
+    }
+    Ok(seen.into_iter().collect())
+}
+
+/// Standard base64 (with padding), as etcd's JSON gateway sends bytes.
+fn unbase64(text: &str) -> Result<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut out, mut bits, mut count) = (Vec::new(), 0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let digit = ALPHABET.iter().position(|&a| a == c).with_context(|| format!("bad base64: {text:?}"))?;
+        bits = (bits << 6) | digit as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Ok(out)
+}
+
 #[tokio::test]
 async fn ecr_images_pull_with_the_token_and_a_dead_aws_endpoint_fails_readably() -> Result<()> {
     let rig = Rig::acquire()?;
@@ -177,13 +218,16 @@ async fn ecr_images_pull_with_the_token_and_a_dead_aws_endpoint_fails_readably()
         forget_image(&rig, 1, image)?;
     }
 
-    let mut stage = Stage::start(&rig, &[], &[]).await?;
+    let mut stage = Stage::start(&rig, &[], &[("RUST_LOG", LOG_LEVEL)]).await?;
     stage.apply_yaml("ecr.yaml", &role("ecr", "h1", &v1, None))?;
     stage.converge()?;
     assert_eq!(rig.curl(1, 3000, "/up")?, "v1");
     let old = rig.container_of(1, "ecr")?;
     let events = stage.ok(&["events", "ecr"])?;
     ensure!(events.contains("created ecr on h1"), "no creation event: {events}");
+    // The token's password is a credential: it is in no log line.
+    let password = rig.var("RIG_REGISTRY_PASSWORD")?;
+    ensure!(!stage.ballastd.log().contains(password), "the ECR token's password is in the ballastd log");
 
     // The same role with AWS unreachable: a new tag cannot be pulled; the unit says why and the old container stays.
     stage.ballastd.terminate()?;
@@ -205,7 +249,7 @@ async fn ecr_images_pull_with_the_token_and_a_dead_aws_endpoint_fails_readably()
     stage.ballastd.terminate()?;
     stage.ballastd = start_ballastd(&rig, &stage.etcd, &stage.moto.endpoint(), &[], &[]).await?;
     stage.ok(&["rollout", "retry", "ecr"])?;
-    stage.converge()?;
+    stage.wait("ecr", "h1", "ecr converged on v2", |s| s.state == UnitState::Converged && s.image == v2)?;
     assert_eq!(rig.curl(1, 3000, "/up")?, "v2");
     Ok(())
 }
@@ -215,7 +259,7 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     let rig = Rig::acquire()?;
     let refresh = format!("{}s", REFRESH.as_secs());
     let extra = ["--secrets-refresh", refresh.as_str(), "--resync", "2s"];
-    let stage = Stage::start(&rig, &extra, &[("RUST_LOG", "debug")]).await?;
+    let stage = Stage::start(&rig, &extra, &[("RUST_LOG", LOG_LEVEL)]).await?;
     let (password1, password2) = (distinctive("pw1")?, distinctive("pw2")?);
     let redis = distinctive("redis")?;
     let (other1, other2) = (distinctive("other1")?, distinctive("other2")?);
@@ -316,11 +360,14 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     }
 
     // No value anywhere ballast writes or shows.
-    let mut places: Vec<(String, String)> = Vec::new();
-    for (key, value) in stage.etcd.entries("/ballast/v1/").await? {
-        places.push((format!("etcd {key}"), value));
-    }
-    ensure!(places.len() > 3, "the etcd dump is suspiciously small: {places:?}");
+    let mut places = etcd_history(&stage.etcd).await?;
+    ensure!(
+        places.iter().any(|(place, _)| place.contains("/ballast/v1/status/app/h2")),
+        "the etcd dump has no status of app: {:?}",
+        places.iter().map(|(place, _)| place).collect::<Vec<_>>()
+    );
+    let versions = places.iter().filter(|(place, _)| place.contains("/ballast/v1/status/app/h1 ")).count();
+    ensure!(versions >= 3, "the etcd dump holds {versions} versions of app's status on h1: no history read");
     places.push(("the ballastd log".into(), stage.ballastd.log()));
     let commands: [&[&str]; 12] = [
         &["events"],
@@ -350,8 +397,10 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     eprintln!("leak check: {} places, ballastd debug log {log_bytes} bytes", places.len());
     for (place, content) in &places {
         for value in all_values {
-            if content.contains(value.as_str()) {
-                bail!("a secret value leaked into {place}");
+            if let Some(line) = content.lines().find(|l| l.contains(value.as_str())) {
+                let line = line.replace(value.as_str(), "<SECRET VALUE>");
+                let line: String = line.chars().take(2000).collect();
+                bail!("a secret value leaked into {place}: {line}");
             }
         }
     }
