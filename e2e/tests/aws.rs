@@ -259,11 +259,10 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     let rig = Rig::acquire()?;
     let refresh = format!("{}s", REFRESH.as_secs());
     let extra = ["--secrets-refresh", refresh.as_str(), "--resync", "2s"];
-    let stage = Stage::start(&rig, &extra, &[("RUST_LOG", LOG_LEVEL)]).await?;
+    let mut stage = Stage::start(&rig, &extra, &[("RUST_LOG", LOG_LEVEL)]).await?;
     let (password1, password2) = (distinctive("pw1")?, distinctive("pw2")?);
     let redis = distinctive("redis")?;
     let (other1, other2) = (distinctive("other1")?, distinctive("other2")?);
-    let all_values = [&password1, &password2, &redis, &other1, &other2];
     let secret = |password: &str, redis: Option<&str>, other: &str| {
         let mut object = serde_json::json!({"DB_PASSWORD": password, "UNLISTED": other});
         if let Some(redis) = redis {
@@ -353,11 +352,48 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
         Ok(())
     })?;
     // The key back with its old value: converged again with the very same containers.
-    stage.moto.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other2)).await?;
+    let restored = stage.moto.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other2)).await?;
     stage.converge()?;
     for i in [1, 2] {
         assert_eq!(rig.container_of(i, "app")?, ids[i - 1], "app on h{i} was recreated");
     }
+
+    // A spec change reads the secret anew even when its cached copy is fresh: with a refresh of 10 minutes, a
+    // rotation goes unseen until the role's spec changes, and the rolled containers then carry the new value.
+    let mut logs = vec![stage.ballastd.log()];
+    stage.ballastd.terminate()?;
+    let slow = ["--secrets-refresh", "10m", "--resync", "2s"];
+    stage.ballastd =
+        start_ballastd(&rig, &stage.etcd, &stage.moto.endpoint(), &slow, &[("RUST_LOG", LOG_LEVEL)]).await?;
+    until(WAIT, "the new ballastd reading the secret", || {
+        stage.ballastd.log().contains(&restored).then_some(())
+    })?;
+    stage.converge()?;
+    let password3 = distinctive("pw3")?;
+    stage.moto.put_secret_value(SECRET, &secret(&password3, Some(&redis), &other2)).await?;
+    holds_for(Duration::from_secs(5), "no recreate while the cached copy is fresh", || {
+        for i in [1, 2] {
+            ensure!(rig.container_of(i, "app")? == ids[i - 1], "app on h{i} was recreated");
+        }
+        Ok(())
+    })?;
+    stage.ok(&["set", "image", "app", &rig.image("v2")])?;
+    for host in ["h1", "h2"] {
+        stage.wait("app", host, "app rolled to v2", |s| {
+            s.state == UnitState::Converged && s.image == rig.image("v2")
+        })?;
+    }
+    for i in [1, 2] {
+        let id = rig.container_of(i, "app")?;
+        let env = env_of(&rig, i, &id)?;
+        ensure!(
+            env.contains(&format!("DB_PASSWORD={password3}")),
+            "h{i}: the spec change kept the cached value"
+        );
+        ids[i - 1] = id;
+    }
+    logs.push(stage.ballastd.log());
+    let all_values = [&password1, &password2, &password3, &redis, &other1, &other2];
 
     // No value anywhere ballast writes or shows.
     let mut places = etcd_history(&stage.etcd).await?;
@@ -368,7 +404,9 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     );
     let versions = places.iter().filter(|(place, _)| place.contains("/ballast/v1/status/app/h1 ")).count();
     ensure!(versions >= 3, "the etcd dump holds {versions} versions of app's status on h1: no history read");
-    places.push(("the ballastd log".into(), stage.ballastd.log()));
+    for (n, log) in logs.into_iter().enumerate() {
+        places.push((format!("the log of ballastd {}", n + 1), log));
+    }
     let commands: [&[&str]; 12] = [
         &["events"],
         &["events", "-o", "json"],
@@ -393,8 +431,8 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
         ensure!(labels.contains("ballast.secrets"), "h{i}: no secrets fingerprint label: {labels}");
         places.push((format!("the labels of app on h{i}"), labels));
     }
-    let log_bytes = places.iter().find(|(p, _)| p == "the ballastd log").map_or(0, |(_, t)| t.len());
-    eprintln!("leak check: {} places, ballastd debug log {log_bytes} bytes", places.len());
+    let log_bytes: usize = places.iter().filter(|(p, _)| p.contains(" log of ")).map(|(_, t)| t.len()).sum();
+    eprintln!("leak check: {} places, ballastd logs ({LOG_LEVEL}) {log_bytes} bytes", places.len());
     for (place, content) in &places {
         for value in all_values {
             if let Some(line) = content.lines().find(|l| l.contains(value.as_str())) {
