@@ -4,6 +4,10 @@
 //! private one brought up for the test and torn down when the guard drops. One scenario uses the rig at a time
 //! (the rig's names and addresses are fixed): a process-wide lock, and nextest's `rig` test group across processes.
 //! Every scenario starts and ends with no ballast container on any rig host.
+//!
+//! A rig may keep its registry behind auth (`RIG_REGISTRY_AUTH=1`, the credentials of moto's fake ECR token; a
+//! private rig is brought up that way unless `RIG_REGISTRY_AUTH=0` is set): then `ballastd` pulls through ECR
+//! credentials from a moto ([`ballastd_options`] with an AWS endpoint) and scenarios pull by hand with [`Rig::pull`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ballast_tests::ballastd::Options;
+use ballast_tests::moto::REGION;
+use ballast_tests::TestEtcd;
 
 static RIG_LOCK: Mutex<()> = Mutex::new(());
 
@@ -32,7 +39,8 @@ impl Rig {
             Some(dir) => (PathBuf::from(dir), false),
             None => {
                 let dir = PathBuf::from(format!("/tmp/ballast-rig-{}", std::process::id()));
-                script("up.sh", &["2", path_str(&dir)?])
+                let auth = std::env::var("RIG_REGISTRY_AUTH").unwrap_or_else(|_| "1".to_string());
+                script_with("up.sh", &["2", path_str(&dir)?], &[("RIG_REGISTRY_AUTH", &auth)])
                     .context("bringing up a private rig (is this root?)")?;
                 (dir, true)
             }
@@ -57,6 +65,30 @@ impl Rig {
     /// How many hosts the rig has.
     pub fn hosts(&self) -> usize {
         self.var("RIG_N").ok().and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
+    /// `HOST:PORT` of the rig's registry.
+    pub fn registry(&self) -> &str {
+        self.var("RIG_REGISTRY").unwrap_or("10.211.0.1:5000")
+    }
+
+    /// Whether the registry asks for credentials (`RIG_REGISTRY_AUTH=1`): an anonymous pull then fails.
+    pub fn registry_auth(&self) -> bool {
+        self.var("RIG_REGISTRY_AUTH").is_ok_and(|v| v == "1")
+    }
+
+    /// Pulls `image` on host `i` with the docker CLI, with the registry's credentials when it asks for them
+    /// (kept in a throwaway client config, never root's `~/.docker`).
+    pub fn pull(&self, i: usize, image: &str) -> Result<String> {
+        if !self.registry_auth() {
+            return self.docker(i, &["pull", "-q", image]);
+        }
+        let dir = tempfile::Builder::new().prefix("ballast-e2e-docker-").tempdir()?;
+        let config = path_str(dir.path())?;
+        let (user, password) = (self.var("RIG_REGISTRY_USER")?, self.var("RIG_REGISTRY_PASSWORD")?);
+        let login = ["--config", config, "login", "-u", user, "--password-stdin", self.registry()];
+        self.docker_with_stdin(i, &login, password)?;
+        self.docker(i, &["--config", config, "pull", "-q", image])
     }
 
     /// `REGISTRY/ballast/app:TAG`.
@@ -87,6 +119,27 @@ impl Rig {
         let mut all = vec!["docker", i.as_str()];
         all.extend_from_slice(args);
         self.ctl(&all)
+    }
+
+    /// The docker CLI against host `i`, `input` on its stdin; its trimmed stdout.
+    fn docker_with_stdin(&self, i: usize, args: &[&str], input: &str) -> Result<String> {
+        use std::io::Write;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rig/ctl.sh");
+        let mut child = Command::new("bash")
+            .arg(&path)
+            .args([path_str(&self.dir)?, "docker", &i.to_string()])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running ctl.sh docker")?;
+        child.stdin.take().context("ctl.sh stdin")?.write_all(input.as_bytes())?;
+        let output = child.wait_with_output().context("running ctl.sh docker")?;
+        if !output.status.success() {
+            bail!("docker {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
     /// `ctl.sh DIR ARGS...`; its trimmed stdout.
@@ -147,11 +200,63 @@ impl Drop for Rig {
     }
 }
 
+/// How a scenario's `ballastd` runs on the rig: its SSH key and known_hosts, `--resync 5s` unless `extra` sets
+/// one, and `extra`. With `aws` (an AWS endpoint URL: a moto's, or a dead one), the AWS configuration of the
+/// environment points at it and the rig's registry is ECR (`--ecr-registry`); without it, a rig whose registry
+/// asks for credentials is refused (ballastd could not pull).
+pub fn ballastd_options(rig: &Rig, etcd: &TestEtcd, aws: Option<&str>, extra: &[&str]) -> Result<Options> {
+    let mut args = vec![
+        "--ssh-key".to_string(),
+        path_str(&rig.ssh_key())?.to_string(),
+        "--known-hosts".to_string(),
+        path_str(&rig.known_hosts())?.to_string(),
+    ];
+    if !extra.contains(&"--resync") {
+        args.extend(["--resync".to_string(), "5s".to_string()]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut env = Vec::new();
+    match aws {
+        Some(endpoint) => {
+            args.extend(["--ecr-registry".to_string(), rig.registry().to_string()]);
+            env = aws_env(endpoint);
+        }
+        None if rig.registry_auth() => {
+            bail!("the rig's registry asks for credentials: ballastd needs an AWS endpoint (a moto) for ECR tokens")
+        }
+        None => {}
+    }
+    Ok(Options { etcd: vec![etcd.endpoint()], args, env, ..Options::default() })
+}
+
+/// The standard AWS configuration of a process that talks to the AWS API at `endpoint` with test credentials.
+pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", REGION),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// Runs `e2e/rig/NAME ARGS...`; its trimmed stdout, or an error with its stderr.
 fn script(name: &str, args: &[&str]) -> Result<String> {
+    script_with(name, args, &[])
+}
+
+/// [`script`] with more environment variables.
+fn script_with(name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rig").join(name);
-    let output =
-        Command::new("bash").arg(&path).args(args).output().with_context(|| format!("running {name}"))?;
+    let output = Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .with_context(|| format!("running {name}"))?;
     if !output.status.success() {
         bail!("{name} {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
     }

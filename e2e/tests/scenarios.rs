@@ -6,9 +6,10 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ballast_e2e::{until, Rig};
+use ballast_e2e::{ballastd_options, until, Rig};
 use ballast_specs::wire::{List, UnitState, UnitStatus};
-use ballast_tests::ballastd::{Ballastd, Options};
+use ballast_tests::ballastd::Ballastd;
+use ballast_tests::moto::TestMoto;
 use ballast_tests::TestEtcd;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -56,19 +57,22 @@ spec:
     )
 }
 
-/// A real etcd, a real ballastd on it configured for the rig, and the rig's hosts applied.
+/// A real etcd, a real ballastd on it configured for the rig, and the rig's hosts applied. When the rig's
+/// registry asks for credentials, a moto gives ballastd its ECR token.
 struct Stage {
     ballastd: Ballastd,
     etcd: TestEtcd,
+    moto: Option<TestMoto>,
     specs: tempfile::TempDir,
 }
 
 impl Stage {
     async fn start(rig: &Rig) -> Result<Stage> {
         let etcd = TestEtcd::start().await?;
-        let ballastd = start_ballastd(rig, &etcd).await?;
+        let moto = if rig.registry_auth() { Some(TestMoto::start().await?) } else { None };
+        let ballastd = start_ballastd(rig, &etcd, moto.as_ref()).await?;
         let specs = tempfile::tempdir()?;
-        let stage = Stage { ballastd, etcd, specs };
+        let stage = Stage { ballastd, etcd, moto, specs };
         stage.ok(&["apply", "-f", rig.hosts_yaml().to_str().context("path")?])?;
         Ok(stage)
     }
@@ -127,16 +131,9 @@ impl Stage {
     }
 }
 
-async fn start_ballastd(rig: &Rig, etcd: &TestEtcd) -> Result<Ballastd> {
-    let args = vec![
-        "--ssh-key".to_string(),
-        rig.ssh_key().display().to_string(),
-        "--known-hosts".to_string(),
-        rig.known_hosts().display().to_string(),
-        "--resync".to_string(),
-        "5s".to_string(),
-    ];
-    Ballastd::start_with(Options { etcd: vec![etcd.endpoint()], args, ..Options::default() }).await
+async fn start_ballastd(rig: &Rig, etcd: &TestEtcd, moto: Option<&TestMoto>) -> Result<Ballastd> {
+    let endpoint = moto.map(TestMoto::endpoint);
+    Ballastd::start_with(ballastd_options(rig, etcd, endpoint.as_deref(), &[])?).await
 }
 
 fn text(out: &Output) -> String {
@@ -150,7 +147,7 @@ fn tail(log: &str) -> String {
 
 /// An unlabelled container of someone else's on host 1: ballast must never touch it.
 fn bystander(rig: &Rig) -> Result<String> {
-    rig.docker(1, &["pull", "-q", &rig.image("v1")])?;
+    rig.pull(1, &rig.image("v1"))?;
     rig.docker(1, &["run", "-d", "--name", "bystander", "--label", "e2e.bystander=1", &rig.image("v1")])
 }
 
@@ -283,7 +280,7 @@ async fn a_killed_operator_resumes_without_duplicates() -> Result<()> {
     })?;
     let pid = stage.ballastd.pid().context("ballastd pid")?;
     std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
-    stage.ballastd = start_ballastd(&rig, &stage.etcd).await?;
+    stage.ballastd = start_ballastd(&rig, &stage.etcd, stage.moto.as_ref()).await?;
     stage.converge()?;
     for (i, role) in [(1, "web"), (1, "job"), (2, "web_replica")] {
         let ids = rig.containers(i, &format!("ballast.role={role}"))?;
@@ -307,7 +304,7 @@ async fn a_changed_host_key_is_refused_and_nothing_is_done() -> Result<()> {
     let result = async {
         let replica = rig.container_of(2, "web_replica")?;
         rig.docker(2, &["rm", "-f", &replica])?;
-        stage.ballastd = start_ballastd(&rig, &stage.etcd).await?;
+        stage.ballastd = start_ballastd(&rig, &stage.etcd, stage.moto.as_ref()).await?;
         let refused = stage.wait("web_replica", "h2", "h2 refused", |s| s.state == UnitState::Unreachable)?;
         ensure!(refused.message.contains("host key"), "reason: {}", refused.message);
         // h1 is still served.

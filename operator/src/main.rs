@@ -270,7 +270,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // The AWS SDK logs response bodies at debug/trace, and an ECR token is not marked sensitive there.
         .add_directive("aws_smithy_runtime=info".parse().expect("a valid directive"))
-        .add_directive("aws_smithy_runtime_api=info".parse().expect("a valid directive"));
+        .add_directive("aws_smithy_runtime_api=info".parse().expect("a valid directive"))
+        // bollard logs request bodies at debug: a container's create body carries its env, secret values included.
+        .add_directive("bollard=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -90,6 +90,8 @@ pub struct Context {
     rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The last status written per unit, so a status is written only when it changes.
     statuses: Mutex<HashMap<Unit, UnitStatus>>,
+    /// The generation each role with secrets was last resolved at: a new one re-reads its secret.
+    secret_generations: Mutex<HashMap<String, u64>>,
 }
 
 /// The clients of the hosts, made on first use and replaced when a host's spec changes.
@@ -143,6 +145,7 @@ impl Context {
             config,
             rollout_locks: Mutex::default(),
             statuses: Mutex::default(),
+            secret_generations: Mutex::default(),
         }
     }
 
@@ -174,9 +177,18 @@ impl Context {
         locks.entry(role.to_string()).or_default().clone()
     }
 
-    /// The role's secret values, when it has secrets.
+    /// The role's secret values, when it has secrets. A role seen at a new generation reads its secret anew
+    /// rather than from the cache: a spec change is when a new key or a just-rotated value is expected.
     async fn secrets_of(&self, role: &Role) -> Result<Option<ResolvedSecrets>, ReconcileError> {
         let Some(secrets) = &role.spec.secrets else { return Ok(None) };
+        let generation = role.metadata.generation;
+        let seen = {
+            let mut generations = self.secret_generations.lock().unwrap_or_else(|e| e.into_inner());
+            generations.insert(role.metadata.name.clone(), generation)
+        };
+        if seen != Some(generation) {
+            self.secrets.invalidate(&secrets.source);
+        }
         self.secrets
             .resolve(&secrets.source, &secrets.keys)
             .await

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_operator::aws::NoAws;
+use ballast_operator::aws::{AwsError, NoAws, ResolvedSecrets, SecretSource};
 use ballast_operator::hosts::fake::{FakeConnector, FakeHost};
 use ballast_operator::hosts::{Container, ContainerState};
 use ballast_operator::labels;
@@ -438,4 +438,60 @@ async fn plan_preview_shows_what_would_be_done_without_doing_it() {
     assert_eq!((plans[0].role.as_str(), plans[0].host.as_str()), ("job", "h1"));
     assert_eq!(plans[0].actions, vec!["create (creating container)".to_string()]);
     assert!(hosts.host("h1").containers().is_empty(), "a preview changes nothing");
+}
+
+/// A secret source that answers fixed values and counts the invalidations it was asked for, by source.
+#[derive(Default)]
+struct CountingSecrets {
+    invalidated: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl SecretSource for CountingSecrets {
+    async fn resolve(&self, _source: &str, keys: &[String]) -> Result<ResolvedSecrets, AwsError> {
+        let env = keys.iter().map(|k| (k.clone(), format!("value of {k}"))).collect();
+        Ok(ResolvedSecrets { env, hmac: "fixed".to_string() })
+    }
+
+    fn invalidate(&self, source: &str) {
+        self.invalidated.lock().unwrap().push(source.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_role_seen_at_a_new_generation_reads_its_secret_anew() {
+    let store = Arc::new(MemoryStore::new());
+    let secrets = Arc::new(CountingSecrets::default());
+    let with_secrets = serde_json::from_value(json!({
+        "kind": "Role", "apiVersion": "ballast/v1", "metadata": {"name": "job"},
+        "spec": {"hosts": ["h1"], "image": V1,
+                 "secrets": {"source": "aws-secretsmanager:data-lake/prod", "keys": ["DB_PASSWORD"]}}
+    }))
+    .unwrap();
+    let objects = vec![host("h1"), with_secrets, role("plain", &["h1"], V1, json!({}), false)];
+    store.apply(objects, false, &Actor("test".into())).await.unwrap();
+    let ctx = Context::new(
+        store.clone(),
+        Arc::new(FakeConnector::default()),
+        secrets.clone(),
+        Arc::new(NoAws),
+        Config::default(),
+    );
+    let invalidated = || secrets.invalidated.lock().unwrap().clone();
+    let source = "aws-secretsmanager:data-lake/prod".to_string();
+
+    // First sight, then the same generation again: one invalidation.
+    for _ in 0..2 {
+        reconcile::preview(&ctx, &store.snapshot().await.unwrap(), None).await;
+    }
+    assert_eq!(invalidated(), vec![source.clone()]);
+
+    // A spec change (a new generation) reads the secret anew, once.
+    let mut job = store.get_role("job").await.unwrap().unwrap();
+    job.spec.env.insert("NEW".into(), "1".into());
+    store.update_role(job, &Actor("test".into())).await.unwrap();
+    for _ in 0..2 {
+        reconcile::preview(&ctx, &store.snapshot().await.unwrap(), None).await;
+    }
+    assert_eq!(invalidated(), vec![source.clone(), source]);
 }

@@ -49,6 +49,8 @@ pub struct Options {
     pub listen: Option<String>,
     /// More arguments.
     pub args: Vec<String>,
+    /// More environment variables (on top of the test's own environment).
+    pub env: Vec<(String, String)>,
 }
 
 /// A real etcd with a real `ballastd` on it.
@@ -263,7 +265,12 @@ fn ballastd_command(dir: &Path, options: &Options) -> anyhow::Result<Command> {
         std::fs::write(&path, tokens).context("writing the token file")?;
         command.arg("--token-file").arg(path);
     }
-    command.args(&options.args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    command
+        .args(&options.args)
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
     Ok(command)
 }
 

@@ -69,6 +69,8 @@ impl AwsError {
 pub trait SecretSource: Send + Sync + 'static {
     /// The values of `keys` in secret `source` (`aws-secretsmanager:NAME`); cached by the implementation.
     async fn resolve(&self, source: &str, keys: &[String]) -> Result<ResolvedSecrets, AwsError>;
+    /// The next `resolve` of `source` reads it anew instead of answering from the cache (a role using it changed).
+    fn invalidate(&self, _source: &str) {}
 }
 
 /// Registry credentials for an image pull.

@@ -178,6 +178,12 @@ impl SecretSource for SecretsManager {
             _ => Err(AwsError::UnknownSource(source.to_string())),
         }
     }
+
+    fn invalidate(&self, source: &str) {
+        if let Some(name) = source.strip_prefix(PREFIX) {
+            self.cache.mark_stale(name);
+        }
+    }
 }
 
 #[async_trait]
