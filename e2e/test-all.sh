@@ -26,8 +26,8 @@ bash e2e/local-docker.sh start "$work"
 echo "== building (one build of the workspace)"
 cargo build --workspace --all-targets
 
-echo "== bringing up the e2e rig: 2 hosts"
-RIG_REGISTRY_AUTH=${RIG_REGISTRY_AUTH:-0} bash e2e/rig/up.sh 2 "$work/rig"
+echo "== bringing up the e2e rig: 2 hosts, registry behind auth (ECR tokens from moto)"
+RIG_REGISTRY_AUTH=${RIG_REGISTRY_AUTH:-1} bash e2e/rig/up.sh 2 "$work/rig"
 export RIG_DIR=$work/rig
 
 echo "== running the tests"
