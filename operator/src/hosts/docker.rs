@@ -280,7 +280,9 @@ pub(super) async fn exec(docker: &Docker, id: &str, cmd: &[String]) -> Result<Ex
         while let Some(item) = output.next().await {
             let (stream, bytes) = match item.map_err(host_error)? {
                 LogOutput::StdErr { message } => (LogStream::Stderr, message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => (LogStream::Stdout, message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    (LogStream::Stdout, message)
+                }
                 LogOutput::StdIn { .. } => continue,
             };
             collected.keep(stream, &bytes);

@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    Connector, Container, ContainerConfig, ContainerState, DockerHost, ExecOutput, HostError, HostEvent, LogLine,
-    LogStream, RegistryAuth,
+    Connector, Container, ContainerConfig, ContainerState, DockerHost, ExecOutput, HostError, HostEvent,
+    LogLine, LogStream, RegistryAuth,
 };
 use crate::labels;
 
@@ -69,7 +69,13 @@ impl FakeHost {
         let (events, _) = broadcast::channel(1024);
         let (printed, _) = broadcast::channel(1024);
         FakeHost {
-            inner: Arc::new(Inner { name: name.to_string(), state: Mutex::default(), events, printed, latency }),
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                state: Mutex::default(),
+                events,
+                printed,
+                latency,
+            }),
         }
     }
 
@@ -296,9 +302,10 @@ impl DockerHost for FakeHost {
             memory: config.memory,
             ip: None,
         };
-        state
-            .containers
-            .insert(id.clone(), FakeContainer { container, config: Some(config.clone()), starts: 0, log: Vec::new() });
+        state.containers.insert(
+            id.clone(),
+            FakeContainer { container, config: Some(config.clone()), starts: 0, log: Vec::new() },
+        );
         Ok(id)
     }
 
@@ -442,7 +449,9 @@ impl DockerHost for FakeHost {
                 exit_code: 127,
                 ..ExecOutput::default()
             },
-            None => return Err(HostError::Docker { status: 400, message: "no command specified".to_string() }),
+            None => {
+                return Err(HostError::Docker { status: 400, message: "no command specified".to_string() })
+            }
         };
         Ok(output)
     }
