@@ -2,6 +2,10 @@
 //! hosts are the local Docker engine, and the real `ballast` CLI. Logs of every host (prefixed) or one, a tail,
 //! a follow that sees a line printed after it started, exec output and exit code, tokens, events.
 //!
+//! Below the API, `DockerHost::logs` and `exec` run against one container through both kinds of host: the local
+//! socket and a throwaway sshd forwarding to the same engine (exec's attach is an upgraded HTTP connection, and
+//! over SSH that connection is a streamlocal channel).
+//!
 //! Host names are unique per test, so containers of tests running side by side never look like each other's.
 
 use std::io::{BufRead, BufReader};
@@ -10,11 +14,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ballast_operator::hosts::local::LocalHost;
+use ballast_operator::hosts::ssh::SshHost;
+use ballast_operator::hosts::{DockerHost, HostError, LogStream, EXEC_OUTPUT_LIMIT};
 use ballast_specs::wire::{Event, ExecResponse, List};
 use ballast_tests::ballastd::{ballast_command, Ballastd, Options};
-use ballast_tests::docker::{self, docker, ensure_image, unique_name, APP_V1};
+use ballast_tests::docker::{self, app_config, docker, ensure_image, unique_name, Cleanup, APP_V1};
+use ballast_tests::sshd::TestSshd;
 use ballast_tests::wait::until;
 use ballast_tests::TestEtcd;
+use futures::StreamExt;
 
 const TOKENS: &str = "alice write alice-secret-token\nci read ci-secret-token-1\n";
 const WRITE: &str = "alice-secret-token";
@@ -274,6 +283,100 @@ async fn logs_and_exec_through_the_api() -> Result<()> {
     for event in &events.items {
         for output in ["printed-after-42", "tail-2", "line-one", "line-three", "oops-2"] {
             assert!(!event.message.contains(output), "{event:#?} shows output {output:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn docker_hosts_read_logs_and_exec_locally_and_over_ssh() -> Result<()> {
+    let sshd = TestSshd::start()?;
+    let cleanup = Cleanup::new();
+    let name = cleanup.container(&unique_name("logs-exec"));
+    let mut config = app_config(&name, "logs-exec")?;
+    config.command = ["sh", "-c", "echo one; echo two; exec /start.sh"].map(String::from).to_vec();
+    let local = LocalHost::new(docker::SOCKET);
+    let id = local.create(&config).await?;
+    local.start(&id).await?;
+    let ssh = SshHost::new("ssh-logs", &sshd.host_spec()?, sshd.ssh_config());
+    let hosts: [(&str, &dyn DockerHost); 2] = [("local", &local), ("ssh", &ssh)];
+
+    for (kind, host) in hosts {
+        // The container's own lines, in order, with Docker's timestamps.
+        let all: Vec<_> = until(WAIT, "the container's two lines", || async {
+            let stream = host.logs(&id, false, None).await.ok()?;
+            let all: Vec<_> = stream.collect().await;
+            (all.len() >= 2).then_some(all)
+        })
+        .await?;
+        let all: Vec<_> = all.into_iter().collect::<Result<_, HostError>>()?;
+        let texts: Vec<&str> = all.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts[..2], ["one", "two"], "{kind}");
+        assert!(all[..2].iter().all(|l| l.stream == LogStream::Stdout), "{kind}: {all:?}");
+        assert!(all.iter().all(|l| l.time.is_some()), "{kind}: {all:?}");
+        let last: Vec<_> = host.logs(&id, false, Some(1)).await?.collect().await;
+        assert_eq!(last.len(), 1, "{kind}: {last:?}");
+
+        // Follow: a line printed once the stream is under way (the container's own lines came) arrives.
+        let mut follow = host.logs(&id, true, None).await?;
+        let marker = format!("{kind}-5");
+        let mut seen = Vec::new();
+        let mut printed = false;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, follow.next())
+                .await
+                .with_context(|| format!("{kind}: {marker} did not come; seen {seen:?}"))?
+                .with_context(|| format!("{kind}: the follow ended; seen {seen:?}"))??;
+            if next.text == marker && printed {
+                assert_eq!(next.stream, LogStream::Stderr, "{kind}");
+                break;
+            }
+            if next.text == "two" && !printed {
+                let script = format!("echo {kind}-$((2+3)) > /proc/1/fd/2");
+                let output = host.exec(&id, &["sh".into(), "-c".into(), script]).await?;
+                assert_eq!(output.exit_code, 0, "{kind}: {output:?}");
+                printed = true;
+            }
+            seen.push(next.text);
+        }
+        drop(follow);
+
+        // exec: output of both streams and the exit code.
+        let script = "echo out; echo err >&2; exit 7";
+        let output = host.exec(&id, &["sh".into(), "-c".into(), script.into()]).await?;
+        assert_eq!(
+            (output.stdout.as_slice(), output.stderr.as_slice(), output.exit_code, output.truncated),
+            (b"out\n".as_slice(), b"err\n".as_slice(), 7, false),
+            "{kind}"
+        );
+        // More than the limit: the first 4 MiB are kept, the rest read and dropped; the command still ends.
+        let flood = "s=x; for i in 1 2 3 4 5 6 7 8 9 10; do s=$s$s; done; i=0; \
+                     while [ $i -lt 5000 ]; do echo $s; i=$((i+1)); done; exit 4";
+        let output = host.exec(&id, &["sh".into(), "-c".into(), flood.into()]).await?;
+        assert_eq!(
+            (output.stdout.len(), output.exit_code, output.truncated),
+            (EXEC_OUTPUT_LIMIT, 4, true),
+            "{kind}"
+        );
+        assert!(output.stdout.iter().all(|b| *b == b'x' || *b == b'\n'), "{kind}");
+    }
+
+    // A stopped container: its log still reads, exec is refused with Docker's 409.
+    local.stop(&id, Duration::from_secs(5)).await?;
+    for (kind, host) in hosts {
+        let all: Vec<_> = host.logs(&id, false, None).await?.collect().await;
+        assert!(all.len() >= 2, "{kind}: {all:?}");
+        match host.exec(&id, &["true".into()]).await {
+            Err(HostError::Docker { status: 409, message }) => {
+                assert!(message.contains("is not running"), "{message}")
+            }
+            other => bail!("{kind}: exec in a stopped container: {other:?}"),
+        }
+        match host.logs("no-such-container-ballast", false, None).await {
+            Err(HostError::NotFound(_)) => {}
+            Err(other) => bail!("{kind}: logs of a missing container: {other:?}"),
+            Ok(_) => bail!("{kind}: logs of a missing container answered"),
         }
     }
     Ok(())
