@@ -147,9 +147,10 @@ impl From<ContainerError> for ApiError {
             ContainerError::NoContainer(message) => ApiError::Conflict(message),
             ContainerError::UnknownHost(host) => ApiError::NotFound(format!("host {host:?} not found")),
             ContainerError::Host { host, error } => match error {
-                e if e.is_unreachable() || matches!(e, HostError::Timeout(_)) => {
+                e if e.is_unreachable() => {
                     ApiError::HostUnavailable(format!("host {host} is unavailable: {e}"))
                 }
+                e @ HostError::Timeout(_) => ApiError::HostUnavailable(format!("host {host}: {e}")),
                 HostError::NotFound(message) => {
                     ApiError::Conflict(format!("host {host}: the container went away: {message}"))
                 }
@@ -198,7 +199,7 @@ fn entry(host: &str, line: Result<LogLine, HostError>) -> LogEntry {
             stream: None,
             time: None,
             line: String::new(),
-            error: Some(format!("the log stream broke: {err}")),
+            error: Some(format!("host {host}: the log stream broke: {err}")),
         },
     }
 }
