@@ -273,7 +273,7 @@ pub(super) async fn exec(docker: &Docker, id: &str, cmd: &[String]) -> Result<Ex
     let StartExecResults::Attached { mut output, input } = started else {
         return Err(HostError::Docker { status: 0, message: "exec started detached".to_string() });
     };
-    // No stdin: closing our side lets a command that reads it see its end.
+    // Nothing is written: stdin is not attached.
     drop(input);
     let mut collected = ExecOutput::default();
     let read_all = async {
@@ -573,6 +573,40 @@ mod tests {
         assert_eq!(parse_status_line(b"HTTP/1.0 404 Not Found\r\n"), Some(404));
         assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status_line(b"HTTP/1.1 200 OK"), None);
+    }
+
+    #[test]
+    fn log_frames_become_lines_with_their_time() {
+        let frame = |text: &str| LogOutput::StdErr { message: bytes::Bytes::from(text.to_string()) };
+        let lines = log_lines(frame("2026-11-27T22:24:55.128666172Z boom\n"));
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0].stream, lines[0].text.as_str()), (LogStream::Stderr, "boom"));
+        assert_eq!(lines[0].time.map(|t| t.timestamp_subsec_nanos()), Some(128666172));
+        let texts = |lines: Vec<LogLine>| lines.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        assert_eq!(texts(log_lines(frame("2026-11-27T22:24:55Z a\nb\n"))), ["a", "b"]);
+        assert_eq!(texts(log_lines(frame("2026-11-27T22:24:55Z \n"))), [""]);
+        let untimed = log_lines(LogOutput::StdOut { message: bytes::Bytes::from_static(b"no time here") });
+        assert_eq!((untimed[0].text.as_str(), untimed[0].time), ("no time here", None));
+    }
+
+    #[test]
+    fn exec_output_keeps_the_first_four_mebibytes_of_both_streams() {
+        let mut output = ExecOutput::default();
+        output.keep(LogStream::Stderr, &vec![b'e'; 1024]);
+        output.keep(LogStream::Stdout, &vec![b'o'; EXEC_OUTPUT_LIMIT - 1024 - 8]);
+        output.keep(LogStream::Stdout, b"01234567");
+        assert!(!output.truncated, "exactly the limit");
+        output.keep(LogStream::Stderr, b"more");
+        assert!(output.truncated);
+        assert_eq!(
+            (output.stdout.len() + output.stderr.len(), output.stderr.len()),
+            (EXEC_OUTPUT_LIMIT, 1024)
+        );
+        let mut output = ExecOutput::default();
+        output.keep(LogStream::Stdout, &vec![b'o'; EXEC_OUTPUT_LIMIT - 2]);
+        output.keep(LogStream::Stdout, b"abcd");
+        assert!(output.truncated);
+        assert!(output.stdout.ends_with(b"oab"));
     }
 
     #[test]
