@@ -141,7 +141,7 @@ async fn logs_and_exec_through_the_api() -> Result<()> {
         args: vec!["--resync".into(), "2s".into()],
         ..Options::default()
     };
-    let ballastd = Ballastd::start_with(options).await?;
+    let mut ballastd = Ballastd::start_with(options).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("app.yaml");
     std::fs::write(&file, specs(&first, &second))?;
@@ -285,6 +285,21 @@ async fn logs_and_exec_through_the_api() -> Result<()> {
             assert!(!event.message.contains(output), "{event:#?} shows output {output:?}");
         }
     }
+
+    // A follow in progress does not hold ballastd up at SIGTERM: the stream ends, the CLI with it.
+    let mut follower = Follower::start(&ballastd, &["logs", ROLE, "--host", &first, "-f"])?;
+    follower.until("line-two")?;
+    let status = ballastd.terminate()?;
+    assert!(status.success(), "{status}\n{}", ballastd.log());
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(status) = follower.child.try_wait()? {
+            break status.code();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "ballast logs -f still runs after ballastd stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(0));
     Ok(())
 }
 
