@@ -49,7 +49,8 @@ pub async fn logs(cx: &Context, role: &str, request: &LogsRequest) -> Result<u8>
     let mut pending: Vec<u8> = Vec::new();
     let mut failed = false;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| CliError::Server(format!("the log stream broke: {}", reason(&err))))?;
+        let chunk =
+            chunk.map_err(|err| CliError::Server(format!("the log stream broke: {}", reason(&err))))?;
         pending.extend_from_slice(&chunk);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
