@@ -17,6 +17,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// For answers that last as long as they need (followed logs): no overall timeout.
+    streaming: reqwest::Client,
 }
 
 /// A failed call, before it becomes a [`CliError`]: callers branch on `Api` (a conflict is retried, a 404 may
@@ -39,13 +41,36 @@ impl Client {
                 "--server {server:?} must be an http:// URL (for example http://127.0.0.1:7373)"
             )));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|err| CliError::Failed(format!("cannot set up the HTTP client: {err}")))?;
-        Ok(Client { base, token: token.filter(|t| !t.is_empty()), http })
+        let builder = || reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5));
+        let failed = |err: reqwest::Error| CliError::Failed(format!("cannot set up the HTTP client: {err}"));
+        let http = builder().timeout(Duration::from_secs(60)).build().map_err(failed)?;
+        let streaming = builder().build().map_err(failed)?;
+        Ok(Client { base, token: token.filter(|t| !t.is_empty()), http, streaming })
+    }
+
+    /// `POST` whose answer may take up to `timeout` (a command run on a host).
+    pub async fn post_slow<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let request = self.request(&self.http, Method::POST, path, Some(body))?.timeout(timeout);
+        let bytes = check(self.execute(request).await?).await?;
+        decode(&bytes)
+    }
+
+    /// `GET` of a stream: the answer once its status is a success, its body still to read (as long as it lasts).
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let request = self.request(&self.streaming, Method::GET, path, None::<&()>)?;
+        let response = self.execute(request).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        match check(response).await {
+            Err(err) => Err(err),
+            Ok(_) => Err(ClientError::Protocol("ballastd changed its answer while sending it".to_string())),
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -90,9 +115,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let response = self.send(method, path, body).await?;
         let bytes = check(response).await?;
-        serde_json::from_slice(&bytes).map_err(|err| {
-            ClientError::Protocol(format!("ballastd sent an answer this CLI cannot read: {err}"))
-        })
+        decode(&bytes)
     }
 
     async fn send<B: Serialize>(
@@ -101,7 +124,18 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let request = self.request(&self.http, method, path, body)?;
+        self.execute(request).await
+    }
+
+    fn request<B: Serialize>(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut request = http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -124,11 +158,20 @@ impl Client {
             }
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes);
         }
+        Ok(request)
+    }
+
+    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         request
             .send()
             .await
             .map_err(|err| ClientError::Unreachable { server: self.base.clone(), reason: reason(&err) })
     }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| ClientError::Protocol(format!("ballastd sent an answer this CLI cannot read: {err}")))
 }
 
 /// Sizes as people read them: `4 MiB`, `5.2 MiB`.
@@ -162,10 +205,12 @@ fn api_error(status: StatusCode, error: ApiError) -> CliError {
         StatusCode::FORBIDDEN => CliError::Failed(format!("forbidden: {message}")),
         StatusCode::CONFLICT => CliError::Failed(format!("conflict: {message}")),
         StatusCode::UNPROCESSABLE_ENTITY => CliError::Invalid { problems: error.problems, summary: message },
+        StatusCode::SERVICE_UNAVAILABLE if error.code != "unavailable" => CliError::Server(message),
         StatusCode::SERVICE_UNAVAILABLE => {
             let detail = message.strip_prefix("the store is unavailable: ").unwrap_or(&message);
             CliError::Server(format!("the store (etcd) is unavailable: {detail}"))
         }
+        StatusCode::BAD_GATEWAY if error.code == "host_failed" => CliError::Server(message),
         StatusCode::NOT_IMPLEMENTED => CliError::Server(format!("not supported by this ballastd: {message}")),
         s if s.is_server_error() => CliError::Server(format!("ballastd failed ({}): {message}", s.as_u16())),
         _ => CliError::Failed(message),
@@ -201,7 +246,7 @@ async fn check(response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
 }
 
 /// The innermost cause of a transport error, in a few words.
-fn reason(err: &reqwest::Error) -> String {
+pub fn reason(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         return "no answer in time".to_string();
     }

@@ -21,7 +21,8 @@ Exit codes:
   1  the command failed: invalid input, conflict, not found, unauthorized or forbidden,
      a Failed unit under status --wait; diff: there are changes
   2  usage error; status --wait timed out; diff: the input is wrong
-  3  ballastd cannot be reached or failed: connection refused, etcd unavailable (503), 5xx";
+  3  ballastd cannot be reached or failed: connection refused, etcd unavailable (503), 5xx
+exec exits with the command's own exit code once it ran.";
 
 /// ballast: edit the desired state of container roles and watch ballastd converge the hosts to it.
 #[derive(Debug, Parser)]
@@ -90,6 +91,32 @@ enum Command {
         /// Keep printing new events.
         #[arg(short = 'f', long)]
         follow: bool,
+    },
+    /// Print the log of a role's container on each of its hosts (needs a write token).
+    Logs {
+        role: String,
+        /// Only this host's container.
+        #[arg(long)]
+        host: Option<String>,
+        /// Keep printing new lines until the container stops or Ctrl-C.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines of each container.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Show when each line was written.
+        #[arg(short = 't', long)]
+        timestamps: bool,
+    },
+    /// Run a command in a role's running container and exit with its exit code (needs a write token).
+    Exec {
+        role: String,
+        /// The host whose container runs it (default: the role's first host).
+        #[arg(long)]
+        host: Option<String>,
+        /// The command and its arguments, after `--` (not run through a shell).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
 }
 

@@ -1,5 +1,6 @@
 //! ballastd as a library: store, hosts, planner, reconciler and API, wired together by `main.rs` and the tests.
 
+pub mod access;
 pub mod api;
 pub mod aws;
 pub mod desired;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use anyhow::{anyhow, Context};
+use ballast_operator::access::ContainerAccess;
 use ballast_operator::api::{self, AppState, Auth};
 use ballast_operator::aws::{
     self, AwsSettings, EcrConfig, NoAws, RegistryCredentials, SecretSource, SecretsConfig,
@@ -167,10 +168,11 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
         TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr().context("cannot read the bound address")?;
     let base_url = format!("http://{address}");
+    let stop = CancellationToken::new();
     let mut state = AppState::new(store, auth);
     state.plans = Some(ctx.clone());
+    state.hosts = Some(Arc::new(ContainerAccess::new(ctx.clone(), stop.clone())));
 
-    let stop = CancellationToken::new();
     let reconciler = if args.no_reconcile {
         None
     } else {

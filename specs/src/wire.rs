@@ -159,6 +159,55 @@ pub struct UnitPlan {
     pub message: String,
 }
 
+/// One line of `GET /api/v1/roles/{name}/logs`, sent as NDJSON (one JSON object a line). An entry with
+/// `error` says that host's log stream could not be opened or broke; no more lines come from that host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<LogStream>,
+    /// When Docker received the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    /// The line without its newline (invalid UTF-8 replaced).
+    #[serde(default)]
+    pub line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// `POST /api/v1/roles/{name}/exec`: a command (not run through a shell) for the role's container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Default: the first of the role's hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub command: Vec<String>,
+}
+
+/// What the command printed (invalid UTF-8 replaced) and how it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResponse {
+    /// Where it ran.
+    pub host: String,
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    /// True when the output went over 4 MiB (stdout and stderr together); the rest was dropped.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
 /// Every error the API returns has this body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {

@@ -1,6 +1,7 @@
 //! The commands of `ballast`, one module per group; [`run`] dispatches the parsed command line.
 
 mod apply;
+mod containers;
 mod edit;
 mod get;
 mod observe;
@@ -51,6 +52,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Plan { role } => observe::plan(&cx, role.as_deref()).await?,
         Command::Events { role, follow } => observe::events(&cx, role.as_deref(), follow).await?,
+        Command::Logs { role, host, follow, tail, timestamps } => {
+            let request = containers::LogsRequest { host, follow, tail, timestamps };
+            return containers::logs(&cx, &role, &request).await;
+        }
+        Command::Exec { role, host, command } => return containers::exec(&cx, &role, host, command).await,
     }
     Ok(exit::OK)
 }

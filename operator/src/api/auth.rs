@@ -1,7 +1,8 @@
 //! Bearer-token access: the token file (`NAME write|read TOKEN` a line) and the check made on every API call.
 //!
 //! Without a token file every call is allowed and recorded as `anonymous`. With one, every call but `GET /up`
-//! needs a known token; mutating calls (any method but GET and HEAD) need a `write` token.
+//! needs a known token; mutating calls (any method but GET and HEAD) need a `write` token, and so do container
+//! logs and exec ([`require_write_token`]): container output may hold secrets.
 //! Tokens are compared in constant time (SHA-256 of both sides, compared without early exit).
 
 use std::path::Path;
@@ -165,6 +166,26 @@ pub async fn require_token(State(state): State<AppState>, mut request: Request, 
             request.extensions_mut().insert(actor);
             next.run(request).await
         }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Middleware for what can show secrets whatever the method (container logs, exec): a `write` token.
+pub async fn require_write_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.auth.check(authorization, Access::Write) {
+        Ok(actor) => {
+            request.extensions_mut().insert(actor);
+            next.run(request).await
+        }
+        Err(ApiError::Forbidden(_)) => ApiError::Forbidden(
+            "container logs and exec need a write token (container output may hold secrets)".to_string(),
+        )
+        .into_response(),
         Err(err) => err.into_response(),
     }
 }

@@ -38,6 +38,12 @@ pub enum ApiError {
     /// 422: every problem found; nothing was stored.
     #[error("{message}")]
     Invalid { message: String, problems: Vec<Problem> },
+    /// 502: a host's Docker engine answered with an error (the message names the host).
+    #[error("{0}")]
+    HostFailed(String),
+    /// 503: a host cannot be reached, refused its key or did not answer in time (the message names the host).
+    #[error("{0}")]
+    HostUnavailable(String),
     /// 501: the operator does not offer this yet.
     #[error("{0}")]
     NotImplemented(String),
@@ -69,6 +75,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::HostFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::HostUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,6 +94,8 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge => "too_large",
             ApiError::Invalid { .. } => "invalid",
+            ApiError::HostFailed(_) => "host_failed",
+            ApiError::HostUnavailable(_) => "host_unavailable",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod body;
+mod containers;
 pub mod error;
 mod objects;
 mod observe;
@@ -21,11 +22,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ballast_specs::wire::UnitPlan;
+use futures::stream::BoxStream;
 use prometheus_client::registry::Registry;
 
 pub use auth::{Access, Auth, TokenFileError};
 pub use error::{ApiError, BODY_LIMIT};
 
+use crate::hosts::{ExecOutput, HostError, LogLine};
 use crate::store::{Store, StoreError};
 
 /// What the handlers share. Cheap to clone.
@@ -37,6 +40,9 @@ pub struct AppState {
     pub plans: Option<Arc<dyn Plans>>,
     /// Rendered by `GET /metrics`.
     pub metrics: Arc<Registry>,
+    /// Serves `logs` and `exec` of a role's containers; `None` until the operator provides its host clients
+    /// (the routes then answer 501).
+    pub hosts: Option<Arc<dyn Containers>>,
 }
 
 /// What the operator would do right now, for every unit or for one role's units.
@@ -46,10 +52,49 @@ pub trait Plans: Send + Sync + 'static {
     async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError>;
 }
 
+/// A role's containers on its hosts, for people: their logs, and commands run in them.
+#[async_trait]
+pub trait Containers: Send + Sync + 'static {
+    /// The log of the role's container on `host` (see [`crate::hosts::DockerHost::logs`]): the running one,
+    /// else the newest one there is.
+    async fn logs(
+        &self,
+        role: &str,
+        host: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<LogLine, HostError>>, ContainerError>;
+
+    /// Runs `command` in the role's running container on `host` (see [`crate::hosts::DockerHost::exec`]).
+    async fn exec(&self, role: &str, host: &str, command: &[String]) -> Result<ExecOutput, ContainerError>;
+}
+
+/// Why a role's container cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The role has no container (or none running, for exec) on the host: 409.
+    #[error("{0}")]
+    NoContainer(String),
+    /// The host is not (any more) in the spec: 404.
+    #[error("host {0:?} not found")]
+    UnknownHost(String),
+    /// The host failed: 503 when it cannot be reached, 409 when the container went away, else 502.
+    #[error("host {host}: {error}")]
+    Host { host: String, error: HostError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl AppState {
-    /// A state with no planner and an empty metrics registry.
+    /// A state with no planner, no host access and an empty metrics registry.
     pub fn new(store: Arc<dyn Store>, auth: Auth) -> AppState {
-        AppState { store, auth: Arc::new(auth), plans: None, metrics: Arc::new(Registry::default()) }
+        AppState {
+            store,
+            auth: Arc::new(auth),
+            plans: None,
+            metrics: Arc::new(Registry::default()),
+            hosts: None,
+        }
     }
 }
 
@@ -75,9 +120,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(observe::events))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    // Container output may hold secrets: a write token even for the GET.
+    let sensitive = Router::new()
+        .route("/api/v1/roles/{name}/logs", get(containers::logs))
+        .route("/api/v1/roles/{name}/exec", post(containers::exec))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_write_token));
     Router::new()
         .route("/up", get(up))
         .merge(guarded)
+        .merge(sensitive)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

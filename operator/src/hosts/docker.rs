@@ -7,14 +7,16 @@ use std::future::{ready, Future};
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
+use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerUpdateBody,
-    EventMessage, HostConfig, HostConfigLogConfig, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    EventMessage, ExecConfig, HostConfig, HostConfigLogConfig, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::{BollardRequest, ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -23,7 +25,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Container, ContainerConfig, ContainerState, HostError, HostEvent, RegistryAuth};
+use super::{
+    Container, ContainerConfig, ContainerState, ExecOutput, HostError, HostEvent, LogLine, LogStream,
+    RegistryAuth, EXEC_OUTPUT_LIMIT,
+};
 
 /// The label every ballast container carries; only containers with it are listed or reported.
 pub(super) const ROLE_LABEL: &str = "ballast.role";
@@ -38,6 +43,10 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const INSPECT_CONCURRENCY: usize = 4;
 /// Idle pooled HTTP connections (for SSH: open channels) are closed after this.
 const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Bound of one exec, from its start to its exit.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long an exec may still show as running after its output ended.
+const EXEC_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// The container actions that may need a reconcile.
 const ACTIONS: [&str; 8] = ["create", "start", "die", "stop", "oom", "update", "rename", "destroy"];
 /// Event attributes that Docker adds next to the container's labels.
@@ -209,6 +218,85 @@ pub(super) async fn events(docker: &Docker) -> Result<BoxStream<'static, HostEve
     Ok(events.boxed())
 }
 
+/// A container's log lines. Docker is asked for timestamps, which become `LogLine::time`. A stream error
+/// (connection broken) is the stream's last item.
+pub(super) async fn logs(
+    docker: &Docker,
+    id: &str,
+    follow: bool,
+    tail: Option<u64>,
+) -> Result<BoxStream<'static, Result<LogLine, HostError>>, HostError> {
+    // Fails fast (404, unreachable) before the stream starts, so callers can answer with a status code.
+    if inspect(docker, id).await?.is_none() {
+        return Err(HostError::NotFound(format!("no such container: {id}")));
+    }
+    let options = LogsOptions {
+        follow,
+        stdout: true,
+        stderr: true,
+        timestamps: true,
+        tail: tail.map(|n| n.to_string()).unwrap_or_else(|| "all".to_string()),
+        ..Default::default()
+    };
+    let mut failed = false;
+    let lines = docker
+        .logs(id, Some(options))
+        .take_while(move |item| {
+            // Pass the first error on, then stop.
+            let go_on = !failed;
+            failed |= item.is_err();
+            ready(go_on)
+        })
+        .flat_map(|item| {
+            let lines: Vec<Result<LogLine, HostError>> = match item {
+                Ok(output) => log_lines(output).into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(host_error(e))],
+            };
+            stream::iter(lines)
+        });
+    Ok(lines.boxed())
+}
+
+/// Runs `cmd` in a running container and collects its output (up to [`EXEC_OUTPUT_LIMIT`]) and exit code.
+pub(super) async fn exec(docker: &Docker, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
+    let config = ExecConfig {
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        cmd: Some(cmd.to_vec()),
+        ..Default::default()
+    };
+    let created = bounded(CALL_TIMEOUT, docker.create_exec(id, config)).await?;
+    let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
+    let started = bounded(CALL_TIMEOUT, docker.start_exec(&created.id, Some(options))).await?;
+    let StartExecResults::Attached { mut output, input } = started else {
+        return Err(HostError::Docker { status: 0, message: "exec started detached".to_string() });
+    };
+    // Nothing is written: stdin is not attached.
+    drop(input);
+    let mut collected = ExecOutput::default();
+    let read_all = async {
+        while let Some(item) = output.next().await {
+            let (stream, bytes) = match item.map_err(host_error)? {
+                LogOutput::StdErr { message } => (LogStream::Stderr, message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    (LogStream::Stdout, message)
+                }
+                LogOutput::StdIn { .. } => continue,
+            };
+            collected.keep(stream, &bytes);
+        }
+        Ok::<(), HostError>(())
+    };
+    match tokio::time::timeout(EXEC_TIMEOUT, read_all).await {
+        Err(_) => return Err(HostError::Timeout(EXEC_TIMEOUT)),
+        Ok(result) => result?,
+    }
+    collected.exit_code = exit_code(docker, &created.id).await?;
+    Ok(collected)
+}
+
 /// `GET path` over an open byte stream to `authority` (`ip:port`); returns the status code.
 /// `HostError::Http` when the peer does not answer HTTP.
 pub(super) async fn http_status<S>(mut stream: S, authority: &str, path: &str) -> Result<u16, HostError>
@@ -262,6 +350,56 @@ async fn bounded<T>(
         Ok(result) => result.map_err(host_error),
         Err(_) => Err(HostError::Timeout(limit)),
     }
+}
+
+/// The exit code of a finished exec. The output can end a moment before Docker records the exit: ask again
+/// for a little while.
+async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64, HostError> {
+    let deadline = tokio::time::Instant::now() + EXEC_EXIT_WAIT;
+    loop {
+        let inspected = bounded(CALL_TIMEOUT, docker.inspect_exec(exec_id)).await?;
+        if inspected.running != Some(true) {
+            if let Some(code) = inspected.exit_code {
+                return Ok(code);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(HostError::Timeout(EXEC_EXIT_WAIT));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl ExecOutput {
+    /// Appends output while under [`EXEC_OUTPUT_LIMIT`] (both streams together); marks the rest as dropped.
+    fn keep(&mut self, stream: LogStream, bytes: &[u8]) {
+        let room = EXEC_OUTPUT_LIMIT.saturating_sub(self.stdout.len() + self.stderr.len());
+        let kept = &bytes[..bytes.len().min(room)];
+        self.truncated |= kept.len() < bytes.len();
+        match stream {
+            LogStream::Stdout => self.stdout.extend_from_slice(kept),
+            LogStream::Stderr => self.stderr.extend_from_slice(kept),
+        }
+    }
+}
+
+/// The lines of one log frame: `TIMESTAMP TEXT\n` (a frame is normally one line; a TTY's may hold several).
+fn log_lines(output: LogOutput) -> Vec<LogLine> {
+    let (stream, bytes) = match output {
+        LogOutput::StdErr { message } => (LogStream::Stderr, message),
+        LogOutput::StdOut { message } | LogOutput::Console { message } => (LogStream::Stdout, message),
+        LogOutput::StdIn { .. } => return Vec::new(),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let (time, text) = match text.split_once(' ') {
+        Some((stamp, rest)) => match chrono::DateTime::parse_from_rfc3339(stamp) {
+            Ok(time) => (Some(time.with_timezone(&chrono::Utc)), rest),
+            Err(_) => (None, text.as_ref()),
+        },
+        None => (None, text.as_ref()),
+    };
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    text.split('\n').map(|line| LogLine { stream, text: line.to_string(), time }).collect()
 }
 
 fn pull_error(image: &str, error: DockerError) -> HostError {
@@ -435,6 +573,40 @@ mod tests {
         assert_eq!(parse_status_line(b"HTTP/1.0 404 Not Found\r\n"), Some(404));
         assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status_line(b"HTTP/1.1 200 OK"), None);
+    }
+
+    #[test]
+    fn log_frames_become_lines_with_their_time() {
+        let frame = |text: &str| LogOutput::StdErr { message: bytes::Bytes::from(text.to_string()) };
+        let lines = log_lines(frame("2026-11-27T22:24:55.128666172Z boom\n"));
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0].stream, lines[0].text.as_str()), (LogStream::Stderr, "boom"));
+        assert_eq!(lines[0].time.map(|t| t.timestamp_subsec_nanos()), Some(128666172));
+        let texts = |lines: Vec<LogLine>| lines.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        assert_eq!(texts(log_lines(frame("2026-11-27T22:24:55Z a\nb\n"))), ["a", "b"]);
+        assert_eq!(texts(log_lines(frame("2026-11-27T22:24:55Z \n"))), [""]);
+        let untimed = log_lines(LogOutput::StdOut { message: bytes::Bytes::from_static(b"no time here") });
+        assert_eq!((untimed[0].text.as_str(), untimed[0].time), ("no time here", None));
+    }
+
+    #[test]
+    fn exec_output_keeps_the_first_four_mebibytes_of_both_streams() {
+        let mut output = ExecOutput::default();
+        output.keep(LogStream::Stderr, &vec![b'e'; 1024]);
+        output.keep(LogStream::Stdout, &vec![b'o'; EXEC_OUTPUT_LIMIT - 1024 - 8]);
+        output.keep(LogStream::Stdout, b"01234567");
+        assert!(!output.truncated, "exactly the limit");
+        output.keep(LogStream::Stderr, b"more");
+        assert!(output.truncated);
+        assert_eq!(
+            (output.stdout.len() + output.stderr.len(), output.stderr.len()),
+            (EXEC_OUTPUT_LIMIT, 1024)
+        );
+        let mut output = ExecOutput::default();
+        output.keep(LogStream::Stdout, &vec![b'o'; EXEC_OUTPUT_LIMIT - 2]);
+        output.keep(LogStream::Stdout, b"abcd");
+        assert!(output.truncated);
+        assert!(output.stdout.ends_with(b"oab"));
     }
 
     #[test]

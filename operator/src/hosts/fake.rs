@@ -1,5 +1,6 @@
 //! An in-memory Docker host for fast tests of the reconciler: containers, images, events and health, with
 //! switches to make it unreachable, fail pulls or serve unhealthy images, and counters of every call.
+//! Containers log a few lines when started ([`FakeHost::print`] adds more); exec understands `echo` and `false`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,8 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    Connector, Container, ContainerConfig, ContainerState, DockerHost, HostError, HostEvent, RegistryAuth,
+    Connector, Container, ContainerConfig, ContainerState, DockerHost, ExecOutput, HostError, HostEvent,
+    LogLine, LogStream, RegistryAuth,
 };
 use crate::labels;
 
@@ -27,6 +29,8 @@ struct Inner {
     name: String,
     state: Mutex<State>,
     events: broadcast::Sender<HostEvent>,
+    /// Lines printed by containers (container id, line), for followers.
+    printed: broadcast::Sender<(String, LogLine)>,
     /// Added to every call, to model a real host's round trip.
     latency: Duration,
 }
@@ -43,6 +47,8 @@ struct State {
     unreachable: bool,
     next_id: u64,
     calls: HashMap<&'static str, u64>,
+    /// Every command run with `exec`: (container id, command).
+    execs: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +57,7 @@ struct FakeContainer {
     config: Option<ContainerConfig>,
     /// How many times it was started.
     starts: u64,
+    log: Vec<LogLine>,
 }
 
 impl FakeHost {
@@ -60,8 +67,15 @@ impl FakeHost {
 
     pub fn with_latency(name: &str, latency: Duration) -> FakeHost {
         let (events, _) = broadcast::channel(1024);
+        let (printed, _) = broadcast::channel(1024);
         FakeHost {
-            inner: Arc::new(Inner { name: name.to_string(), state: Mutex::default(), events, latency }),
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                state: Mutex::default(),
+                events,
+                printed,
+                latency,
+            }),
         }
     }
 
@@ -103,6 +117,25 @@ impl FakeHost {
         self.state().calls.values().sum()
     }
 
+    /// Every command run with `exec`, as (container id, command).
+    pub fn execs(&self) -> Vec<(String, Vec<String>)> {
+        self.state().execs.clone()
+    }
+
+    /// Makes a container print a line (followers of its log see it).
+    pub fn print(&self, id: &str, stream: LogStream, text: &str) {
+        let mut state = self.state();
+        if let Some(c) = state.find_mut(id) {
+            let id = c.container.id.clone();
+            c.print(stream, text);
+            let line = c.log.last().cloned();
+            // Sent under the lock, so a follower subscribing under it misses nothing and sees nothing twice.
+            if let Some(line) = line {
+                let _ = self.inner.printed.send((id, line));
+            }
+        }
+    }
+
     /// Adds a running container without ballast's labels (someone else's).
     pub fn add_unlabelled(&self, name: &str, image: &str) -> String {
         let mut state = self.state();
@@ -117,7 +150,9 @@ impl FakeHost {
             memory: 0,
             ip: Some(format!("172.17.0.{}", state.next_id)),
         };
-        state.containers.insert(id.clone(), FakeContainer { container, config: None, starts: 1 });
+        state
+            .containers
+            .insert(id.clone(), FakeContainer { container, config: None, starts: 1, log: Vec::new() });
         id
     }
 
@@ -183,6 +218,12 @@ impl FakeHost {
             return Err(HostError::Unreachable(format!("{}: connection refused", self.inner.name)));
         }
         Ok(())
+    }
+}
+
+impl FakeContainer {
+    fn print(&mut self, stream: LogStream, text: &str) {
+        self.log.push(LogLine { stream, text: text.to_string(), time: Some(chrono::Utc::now()) });
     }
 }
 
@@ -261,9 +302,10 @@ impl DockerHost for FakeHost {
             memory: config.memory,
             ip: None,
         };
-        state
-            .containers
-            .insert(id.clone(), FakeContainer { container, config: Some(config.clone()), starts: 0 });
+        state.containers.insert(
+            id.clone(),
+            FakeContainer { container, config: Some(config.clone()), starts: 0, log: Vec::new() },
+        );
         Ok(id)
     }
 
@@ -279,6 +321,10 @@ impl DockerHost for FakeHost {
             c.container.state = ContainerState::Running;
             c.container.ip = Some(format!("172.17.{}.{}", n / 250, n % 250 + 2));
             c.starts += 1;
+            let (name, image) = (c.container.name.clone(), c.container.image.clone());
+            c.print(LogStream::Stdout, &format!("{name}: starting {image}"));
+            c.print(LogStream::Stderr, &format!("{name}: no config file, using defaults"));
+            c.print(LogStream::Stdout, &format!("{name}: ready"));
             c.container.clone()
         };
         self.emit(&started, "start");
@@ -354,6 +400,60 @@ impl DockerHost for FakeHost {
         self.enter("events").await?;
         let rx = self.inner.events.subscribe();
         Ok(BroadcastStream::new(rx).filter_map(|e| async move { e.ok() }).boxed())
+    }
+
+    /// The stored lines; with `follow`, then every line printed later, until the stream is dropped.
+    async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<LogLine, HostError>>, HostError> {
+        self.enter("logs").await?;
+        let state = self.state();
+        let c = state.find(id).ok_or_else(|| HostError::NotFound(format!("no such container: {id}")))?;
+        let skip = tail.map_or(0, |n| c.log.len().saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)));
+        let stored: Vec<Result<LogLine, HostError>> = c.log[skip..].iter().cloned().map(Ok).collect();
+        let stored = futures::stream::iter(stored);
+        if !follow {
+            return Ok(stored.boxed());
+        }
+        let id = c.container.id.clone();
+        let later = BroadcastStream::new(self.inner.printed.subscribe()).filter_map(move |printed| {
+            let line = match printed {
+                Ok((from, line)) if from == id => Some(Ok(line)),
+                _ => None,
+            };
+            async move { line }
+        });
+        Ok(stored.chain(later).boxed())
+    }
+
+    /// `echo ARGS` prints ARGS; `false` exits 1; anything else is "not found" (127).
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
+        self.enter("exec").await?;
+        let mut state = self.state();
+        let c = state.find(id).ok_or_else(|| HostError::NotFound(format!("no such container: {id}")))?;
+        if c.container.state != ContainerState::Running {
+            return Err(HostError::Docker { status: 409, message: format!("container {id} is not running") });
+        }
+        let id = c.container.id.clone();
+        state.execs.push((id, cmd.to_vec()));
+        let output = match cmd.split_first() {
+            Some((program, args)) if program == "echo" => {
+                ExecOutput { stdout: format!("{}\n", args.join(" ")).into_bytes(), ..ExecOutput::default() }
+            }
+            Some((program, _)) if program == "false" => ExecOutput { exit_code: 1, ..ExecOutput::default() },
+            Some((program, _)) => ExecOutput {
+                stderr: format!("fake: {program}: not found\n").into_bytes(),
+                exit_code: 127,
+                ..ExecOutput::default()
+            },
+            None => {
+                return Err(HostError::Docker { status: 400, message: "no command specified".to_string() })
+            }
+        };
+        Ok(output)
     }
 }
 

@@ -14,7 +14,9 @@ use hyper::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::{docker, Container, ContainerConfig, DockerHost, HostError, HostEvent, RegistryAuth};
+use super::{
+    docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
+};
 
 /// The engine behind a local socket. Every HTTP connection is a new socket connection, pooled by hyper;
 /// nothing is dialled until the first call, so a missing socket shows as `Unreachable` on each call.
@@ -89,6 +91,19 @@ impl DockerHost for LocalHost {
 
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
         docker::events(&self.docker).await
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<LogLine, HostError>>, HostError> {
+        docker::logs(&self.docker, id, follow, tail).await
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
+        docker::exec(&self.docker, id, cmd).await
     }
 }
 

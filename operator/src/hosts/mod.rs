@@ -83,6 +83,36 @@ pub struct RegistryAuth {
     pub server: String,
 }
 
+/// One line of a container's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    /// The line without its newline, as UTF-8 (invalid bytes replaced). A line Docker split (over 16 KiB)
+    /// comes as several.
+    pub text: String,
+    /// When Docker received it, if known.
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// What a command run in a container printed, and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i64,
+    /// True when the output went over [`EXEC_OUTPUT_LIMIT`]: the rest was read and dropped.
+    pub truncated: bool,
+}
+
+/// The most output (stdout and stderr together) an exec keeps.
+pub const EXEC_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+
 /// A change on a host that may need a reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostEvent {
@@ -160,6 +190,18 @@ pub trait DockerHost: Send + Sync + 'static {
     /// The host's container events (die, destroy, oom, update, start, stop, ...), ballast-labelled containers only.
     /// The stream ends when the connection breaks; the caller relists and subscribes again.
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError>;
+    /// A container's log (stdout and stderr), the last `tail` lines (all without it); with `follow`, the
+    /// stream goes on with new lines until the container stops or the stream is dropped.
+    async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<LogLine, HostError>>, HostError>;
+    /// Runs `cmd` (not through a shell) in a running container, without a TTY or stdin, and waits for it.
+    /// Output beyond [`EXEC_OUTPUT_LIMIT`] is dropped (`truncated`). Bounded in time: a command still running
+    /// after the limit gives `Timeout` (Docker cannot kill an exec: it goes on in the container).
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError>;
 }
 
 /// Settings shared by every SSH host.

@@ -29,7 +29,10 @@ use tokio::time::Instant;
 
 use super::known_hosts::{self, KnownHosts};
 use super::local::authority;
-use super::{docker, Container, ContainerConfig, DockerHost, HostError, HostEvent, RegistryAuth, SshConfig};
+use super::{
+    docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
+    SshConfig,
+};
 
 /// Bound of one dial: TCP connect, SSH handshake and authentication.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -171,6 +174,23 @@ impl DockerHost for SshHost {
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
         self.link.session().await?;
         docker::events(&self.docker).await
+    }
+
+    /// A follow holds its own channel, like the events stream.
+    async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<LogLine, HostError>>, HostError> {
+        self.link.session().await?;
+        docker::logs(&self.docker, id, follow, tail).await
+    }
+
+    /// The exec's attach is an upgraded HTTP connection: a channel of its own until the command ends.
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
+        self.link.session().await?;
+        docker::exec(&self.docker, id, cmd).await
     }
 }
 
