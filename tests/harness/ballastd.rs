@@ -173,10 +173,21 @@ impl Drop for Ballastd {
 }
 
 impl Stack {
-    /// A fresh etcd and a `ballastd` on it (no tokens).
+    /// A fresh etcd and a `ballastd` on it (no tokens) that serves the API but does not reconcile
+    /// (`--no-reconcile`): for tests of specs, the API and the CLI, whose hosts (the seed's) are not reachable.
     pub async fn start() -> anyhow::Result<Stack> {
+        Stack::start_with(vec!["--no-reconcile".to_string()]).await
+    }
+
+    /// A fresh etcd and a reconciling `ballastd` on it (no tokens).
+    pub async fn reconciling() -> anyhow::Result<Stack> {
+        Stack::start_with(Vec::new()).await
+    }
+
+    async fn start_with(args: Vec<String>) -> anyhow::Result<Stack> {
         let etcd = TestEtcd::start().await?;
-        let ballastd = Ballastd::start(&etcd.endpoints()).await?;
+        let ballastd =
+            Ballastd::start_with(Options { etcd: etcd.endpoints(), args, ..Options::default() }).await?;
         Ok(Stack { ballastd, etcd })
     }
 

@@ -43,7 +43,7 @@ async fn status_wait_draws_live_on_a_terminal_and_plain_lines_elsewhere() -> Res
     ensure_image("ballast-test/app:bad", "bad", "bad")?;
     let host = unique_name("wait");
     let _cleanup = HostCleanup(host.clone());
-    let stack = Stack::start().await?;
+    let stack = Stack::reconciling().await?;
     let dir = tempfile::tempdir()?;
 
     // Not a terminal: one plain line per change, then the table; exit 0.
