@@ -72,7 +72,11 @@ impl Metrics {
     /// The metrics, registered in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
         let metrics = Metrics::unregistered();
-        registry.register("ballast_leader", "1 while this ballastd leads and reconciles", metrics.leader.clone());
+        registry.register(
+            "ballast_leader",
+            "1 while this ballastd leads and reconciles",
+            metrics.leader.clone(),
+        );
         registry.register(
             "ballast_reconciles",
             "Unit reconciles by result (ok, or the error's kind)",
@@ -89,7 +93,11 @@ impl Metrics {
             metrics.drift_corrections.clone(),
         );
         registry.register("ballast_units", "Units by state (leader only)", metrics.units.clone());
-        registry.register("ballast_host_up", "1 when the host's last pass listed it", metrics.host_up.clone());
+        registry.register(
+            "ballast_host_up",
+            "1 when the host's last pass listed it",
+            metrics.host_up.clone(),
+        );
         registry.register(
             "ballast_host_recoveries",
             "Host passes that succeeded after the host was unreachable",
@@ -149,7 +157,8 @@ impl Metrics {
 
     /// Sets `ballast_units` from the states of every unit (each state listed, 0 included).
     pub fn set_units(&self, states: impl IntoIterator<Item = UnitState>) {
-        let mut counts: HashMap<&'static str, i64> = UNIT_STATES.iter().map(|s| (state_name(*s), 0)).collect();
+        let mut counts: HashMap<&'static str, i64> =
+            UNIT_STATES.iter().map(|s| (state_name(*s), 0)).collect();
         for state in states {
             *counts.entry(state_name(state)).or_default() += 1;
         }

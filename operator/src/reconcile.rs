@@ -273,7 +273,8 @@ impl Context {
             return;
         }
         let done = self.all_converged(role);
-        convergence.insert(role.metadata.name.clone(), Convergence { generation, since: Instant::now(), done });
+        convergence
+            .insert(role.metadata.name.clone(), Convergence { generation, since: Instant::now(), done });
     }
 
     /// Observes `ballast_converge_seconds` once every unit of the role is converged at its generation.

@@ -77,7 +77,12 @@ pub async fn run(ctx: Arc<Context>, config: RuntimeConfig, shutdown: Cancellatio
 /// Runs the reconciler until `shutdown` is cancelled. Then it stops scheduling, lets in-flight reconciles
 /// and host passes finish within `drain` (none when this process no longer leads), aborts the rest, and
 /// returns once no task of it runs any more.
-pub async fn run_draining(ctx: Arc<Context>, config: RuntimeConfig, shutdown: CancellationToken, drain: Duration) {
+pub async fn run_draining(
+    ctx: Arc<Context>,
+    config: RuntimeConfig,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut state = Loop {
         ctx,
@@ -145,10 +150,14 @@ impl Loop {
                 tracing::info!(in_flight, ?drain, "waiting for in-flight reconciles");
                 let started = Instant::now();
                 let work = &mut self.work;
-                let drained = tokio::time::timeout(drain, async { while work.join_next().await.is_some() {} });
+                let drained =
+                    tokio::time::timeout(drain, async { while work.join_next().await.is_some() {} });
                 match drained.await {
                     Ok(()) => tracing::info!(took = ?started.elapsed(), "in-flight reconciles finished"),
-                    Err(_) => tracing::warn!(left = self.work.len(), "aborting in-flight reconciles at the deadline"),
+                    Err(_) => tracing::warn!(
+                        left = self.work.len(),
+                        "aborting in-flight reconciles at the deadline"
+                    ),
                 }
             } else {
                 tracing::info!(in_flight = self.work.len(), "not leading: aborting in-flight reconciles");
@@ -394,6 +403,16 @@ impl Loop {
                 }
             });
             self.watchers.insert(name, (host.spec.clone(), handle));
+        }
+    }
+}
+
+/// A loop dropped without [`Loop::stop`] (its task was aborted) still ends its Docker event subscriptions;
+/// the join sets abort their tasks by themselves.
+impl Drop for Loop {
+    fn drop(&mut self) {
+        for (_, (_, handle)) in self.watchers.drain() {
+            handle.abort();
         }
     }
 }

@@ -88,7 +88,11 @@ impl Drop for Leadership {
 }
 
 /// Waits until this process holds the leader key; see [`Election::campaign`](super::Election::campaign).
-pub(super) async fn campaign(kv: Arc<dyn Kv>, identity: &str, ttl: Duration) -> Result<Leadership, StoreError> {
+pub(super) async fn campaign(
+    kv: Arc<dyn Kv>,
+    identity: &str,
+    ttl: Duration,
+) -> Result<Leadership, StoreError> {
     loop {
         let listing = kv.list(LEADER_KEY).await?;
         if let Some(holder) = listing.entries.iter().find(|e| e.key == LEADER_KEY) {

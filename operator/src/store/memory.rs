@@ -6,7 +6,7 @@
 //! expired lease deletes its keys (a change watches see) as etcd does.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -111,18 +111,17 @@ impl MemoryKv {
         let (state, revision) = (Arc::downgrade(&self.state), Arc::downgrade(&self.revision));
         tokio::spawn(async move {
             loop {
-                let expires = match upgrade(&state, &revision) {
-                    Some((state, revision)) => {
-                        let mut state = lock(&state);
-                        if let Some(changed) = state.expire_leases(Instant::now()) {
-                            revision.send_replace(changed);
-                        }
-                        match state.leases.get(&lease) {
-                            Some(leased) => leased.expires,
-                            None => return,
-                        }
+                // Only weak references across the sleep: a dropped store ends the task.
+                let expires = {
+                    let (Some(state), Some(revision)) = (state.upgrade(), revision.upgrade()) else { return };
+                    let mut state = lock(&state);
+                    if let Some(changed) = state.expire_leases(Instant::now()) {
+                        revision.send_replace(changed);
                     }
-                    None => return,
+                    match state.leases.get(&lease) {
+                        Some(leased) => leased.expires,
+                        None => return,
+                    }
                 };
                 tokio::time::sleep_until(expires).await;
             }
@@ -376,13 +375,6 @@ impl Watcher {
         self.seen = self.seen.max(state.revision);
         found
     }
-}
-
-fn upgrade(
-    state: &Weak<Mutex<State>>,
-    revision: &Weak<watch::Sender<i64>>,
-) -> Option<(Arc<Mutex<State>>, Arc<watch::Sender<i64>>)> {
-    Some((state.upgrade()?, revision.upgrade()?))
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the locked sections do nothing
