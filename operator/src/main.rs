@@ -340,3 +340,25 @@ fn config_error(error: anyhow::Error) -> Failure {
 fn run_error(error: anyhow::Error) -> Failure {
     Failure { code: 1, error }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn help_lists_the_ha_flags() {
+        let help = Args::command().render_help().to_string();
+        assert!(help.contains("--lease-ttl <DUR>"), "{help}");
+        assert!(help.contains("--drain-timeout <DUR>"), "{help}");
+        assert!(help.contains("[default: 10s]"), "{help}");
+    }
+
+    #[test]
+    fn lease_ttls_are_at_least_two_seconds() {
+        assert!(parse_lease_ttl("2s").is_ok());
+        assert_eq!(parse_lease_ttl("1500ms").unwrap_err(), "1500ms is too short: a lease lives at least 2s");
+        assert!(parse_lease_ttl("soon").is_err());
+    }
+}
