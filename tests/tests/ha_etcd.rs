@@ -73,7 +73,10 @@ async fn a_vanished_leader_is_replaced_once_its_lease_expires() {
     let took = vanished.elapsed();
     println!("etcd: take-over after the leader vanished took {took:?} (TTL {TTL:?})");
     // The lease was last renewed at most TTL/3 before; etcd checks expiry about every 500 ms.
-    assert!(took >= TTL - TTL / 3 - Duration::from_millis(200), "took over after {took:?}, before the lease ended");
+    assert!(
+        took >= TTL - TTL / 3 - Duration::from_millis(200),
+        "took over after {took:?}, before the lease ended"
+    );
     assert!(took <= TTL + Duration::from_secs(2), "took over after {took:?}");
     assert!(b.is_leading());
 }
