@@ -7,6 +7,8 @@ pub mod desired;
 pub mod etcd_local;
 pub mod hosts;
 pub mod labels;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod rollout;

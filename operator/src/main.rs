@@ -6,7 +6,12 @@
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when it cannot run (etcd unusable, port taken),
 //! 2 for a configuration it refuses (bad flags, bad token file, non-loopback listen address without tokens).
+//!
+//! HA: every `ballastd` serves the API; they elect one leader on etcd (`--lease-ttl`), and only the leader
+//! reconciles. Shutdown (SIGTERM/SIGINT): stop scheduling, let in-flight reconciles finish within
+//! `--drain-timeout` (then abort them), resign (a standby takes over at once), drain HTTP, exit 0.
 
+use std::future::{Future, IntoFuture};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,18 +26,24 @@ use ballast_operator::aws::{
     self, AwsSettings, EcrConfig, NoAws, RegistryCredentials, SecretSource, SecretsConfig,
 };
 use ballast_operator::etcd_local::EmbeddedEtcd;
-use ballast_operator::hosts::{RealConnector, SshConfig};
+use ballast_operator::hosts::{Connector, RealConnector, SshConfig};
+use ballast_operator::leader::{self, LeaderConfig};
+use ballast_operator::metrics::Metrics;
 use ballast_operator::reconcile::{self, Config};
-use ballast_operator::runtime::{self, RuntimeConfig};
+use ballast_operator::runtime::RuntimeConfig;
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::Store;
+use ballast_operator::store::{Election, Store};
 use ballast_specs::Duration;
 use clap::{Parser, ValueEnum};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// How long the store may take to answer the startup check.
 const STARTUP_CHECK: StdDuration = StdDuration::from_secs(20);
+/// How long open HTTP connections may take to finish at shutdown.
+const HTTP_DRAIN: StdDuration = StdDuration::from_secs(5);
 
 /// ballastd: keeps Docker containers on plain hosts equal to the desired state in etcd, and serves the API.
 #[derive(Debug, Parser)]
@@ -70,6 +81,13 @@ struct Args {
     /// Serve the API only; do not reconcile (for a read-only replica, or to inspect a cluster).
     #[arg(long)]
     no_reconcile: bool,
+    /// TTL of the leader lease in etcd: when the leader vanishes, a standby takes over after about this long
+    /// (at once when it shuts down cleanly). The leader renews it every third of it.
+    #[arg(long, default_value = "10s", value_parser = parse_lease_ttl, value_name = "DUR")]
+    lease_ttl: Duration,
+    /// At shutdown, how long in-flight reconciles may take to finish before they are aborted.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
+    drain_timeout: Duration,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -150,18 +168,23 @@ async fn run(args: Args) -> Result<(), Failure> {
     result.map_err(run_error)
 }
 
-/// Connects to the store and serves the API until SIGTERM or SIGINT.
+/// Connects to the store, serves the API and (unless `--no-reconcile`) campaigns for leadership and
+/// reconciles while leading, until SIGTERM or SIGINT.
 async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<()> {
-    let store = connect(endpoints).await?;
+    // Signals are caught from here on: a SIGTERM right after readiness is a clean shutdown too.
+    let signalled = shutdown_signal()?;
+    let etcd = connect(endpoints).await?;
+    let store: Arc<dyn Store> = etcd.clone();
     let (secrets, registry) = aws_clients(args, store.as_ref()).await?;
-    let connector = RealConnector {
+    let connector: Arc<dyn Connector> = Arc::new(RealConnector {
         ssh: SshConfig { key_path: args.ssh_key.clone(), known_hosts: args.known_hosts.clone() },
-    };
-    let ctx = Arc::new(reconcile::Context::new(
+    });
+    // `ballast plan` on any ballastd: reads only, so the unfenced store.
+    let plans = Arc::new(reconcile::Context::new(
         store.clone(),
-        Arc::new(connector),
-        secrets,
-        registry,
+        connector.clone(),
+        secrets.clone(),
+        registry.clone(),
         Config::default(),
     ));
     let listener =
@@ -169,36 +192,65 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     let address = listener.local_addr().context("cannot read the bound address")?;
     let base_url = format!("http://{address}");
     let stop = CancellationToken::new();
+    let mut metrics_registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut metrics_registry));
     let mut state = AppState::new(store, auth);
-    state.plans = Some(ctx.clone());
-    state.hosts = Some(Arc::new(ContainerAccess::new(ctx.clone(), stop.clone())));
+    state.hosts = Some(Arc::new(ContainerAccess::new(plans.clone(), stop.clone())));
+    state.plans = Some(plans);
+    state.metrics = Arc::new(metrics_registry);
 
     let reconciler = if args.no_reconcile {
         None
     } else {
-        let config = RuntimeConfig { resync: args.resync.as_std(), ..RuntimeConfig::default() };
-        Some(tokio::spawn(runtime::run(ctx, config, stop.clone())))
+        let config = LeaderConfig {
+            identity: leader::default_identity(),
+            ttl: args.lease_ttl.as_std(),
+            drain: args.drain_timeout.as_std(),
+            runtime: RuntimeConfig { resync: args.resync.as_std(), ..RuntimeConfig::default() },
+        };
+        let make_context = Arc::new(move |store: Arc<dyn Store>| {
+            reconcile::Context::new(
+                store,
+                connector.clone(),
+                secrets.clone(),
+                registry.clone(),
+                Config::default(),
+            )
+        });
+        let election: Arc<dyn Election> = etcd;
+        Some(tokio::spawn(leader::run(election, config, metrics, make_context, stop.clone())))
     };
+    let http_stop = CancellationToken::new();
+    let mut server = tokio::spawn(
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+            .into_future(),
+    );
     tracing::info!(address = %base_url, "listening");
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &base_url)?;
     }
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown({
-            let stop = stop.clone();
-            async move {
-                shutdown_signal().await;
-                stop.cancel();
-            }
-        })
-        .await
-        .context("http server failed");
+    let early = tokio::select! {
+        () = signalled => None,
+        served = &mut server => Some(served),
+    };
+    // Stop scheduling, drain or abort in-flight reconciles, resign; then drain HTTP.
     stop.cancel();
     if let Some(reconciler) = reconciler {
         let _ = reconciler.await;
         tracing::info!("reconciler stopped");
     }
-    served?;
+    if let Some(served) = early {
+        return served.context("http server task failed")?.context("http server failed");
+    }
+    http_stop.cancel();
+    match tokio::time::timeout(HTTP_DRAIN, &mut server).await {
+        Ok(served) => served.context("http server task failed")?.context("http server failed")?,
+        Err(_) => {
+            tracing::warn!(after = ?HTTP_DRAIN, "closing HTTP connections still open");
+            server.abort();
+        }
+    }
     tracing::info!("http server stopped");
     Ok(())
 }
@@ -222,7 +274,7 @@ async fn aws_clients(
 }
 
 /// Connects to etcd and checks it answers, so a wrong `--etcd` fails at startup, not at the first request.
-async fn connect(endpoints: &[String]) -> anyhow::Result<Arc<dyn Store>> {
+async fn connect(endpoints: &[String]) -> anyhow::Result<Arc<EtcdStore>> {
     let shown = endpoints.join(",");
     let store = EtcdStore::connect(endpoints).await.with_context(|| format!("cannot use etcd at {shown}"))?;
     match tokio::time::timeout(STARTUP_CHECK, store.snapshot()).await {
@@ -242,29 +294,16 @@ fn write_ready_file(path: &Path, url: &str) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path).with_context(|| format!("cannot write ready file {}", path.display()))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Catches SIGTERM and SIGINT from now on; the future resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
+    })
 }
 
 fn init_logging(format: LogFormat) {
@@ -289,10 +328,41 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::parse(text)
 }
 
+/// etcd leases are whole seconds, and a TTL under 2 s leaves no room to renew it.
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = Duration::parse(text)?;
+    if ttl.as_std() < StdDuration::from_secs(2) {
+        return Err(format!("{text} is too short: a lease lives at least 2s"));
+    }
+    Ok(ttl)
+}
+
 fn config_error(error: anyhow::Error) -> Failure {
     Failure { code: 2, error }
 }
 
 fn run_error(error: anyhow::Error) -> Failure {
     Failure { code: 1, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn help_lists_the_ha_flags() {
+        let help = Args::command().render_help().to_string();
+        assert!(help.contains("--lease-ttl <DUR>"), "{help}");
+        assert!(help.contains("--drain-timeout <DUR>"), "{help}");
+        assert!(help.contains("[default: 10s]"), "{help}");
+    }
+
+    #[test]
+    fn lease_ttls_are_at_least_two_seconds() {
+        assert!(parse_lease_ttl("2s").is_ok());
+        assert_eq!(parse_lease_ttl("1500ms").unwrap_err(), "1500ms is too short: a lease lives at least 2s");
+        assert!(parse_lease_ttl("soon").is_err());
+    }
 }

@@ -1,5 +1,8 @@
 //! The reconcile of one (role, host) unit: observe the host, ask the planner, execute its actions, report
 //! status and events. It never learns why it ran; running it again on a converged unit changes nothing.
+//!
+//! Leadership is checked right before each action: a process that no longer leads stops at the next step
+//! with `NotLeader` (its status and event writes are fenced in the store as well).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,12 +11,14 @@ use std::time::Duration;
 use ballast_specs::wire::{Event, FailedRollout, UnitPlan, UnitState, UnitStatus};
 use ballast_specs::{Host, Role, RoleControl};
 use chrono::Utc;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::aws::{AwsError, RegistryCredentials, ResolvedSecrets, SecretSource};
 use crate::desired;
 use crate::hosts::{Connector, Container, ContainerState, DockerHost, HostError};
 use crate::labels;
+use crate::metrics::Metrics;
 use crate::plan::{self, Action, Plan};
 use crate::rollout::{self, RolloutError};
 use crate::store::{Snapshot, Store, StoreError};
@@ -61,6 +66,9 @@ pub enum ReconcileError {
     },
     #[error("unit did not settle after {0} passes")]
     NotSettled(usize),
+    /// This process no longer leads: nothing more is done.
+    #[error("this process is no longer the leader")]
+    NotLeader,
 }
 
 impl ReconcileError {
@@ -75,6 +83,7 @@ impl ReconcileError {
             ReconcileError::Store(e) => e.kind(),
             ReconcileError::Secrets { .. } => "secrets",
             ReconcileError::NotSettled(_) => "not_settled",
+            ReconcileError::NotLeader => "not_leader",
         }
     }
 }
@@ -92,6 +101,18 @@ pub struct Context {
     statuses: Mutex<HashMap<Unit, UnitStatus>>,
     /// The generation each role with secrets was last resolved at: a new one re-reads its secret.
     secret_generations: Mutex<HashMap<String, u64>>,
+    metrics: Arc<Metrics>,
+    /// True while this process leads; `None`: always (a single operator, tests).
+    leading: Option<watch::Receiver<bool>>,
+    /// Per role, the generation its units are converging to, for `ballast_converge_seconds`.
+    convergence: Mutex<HashMap<String, Convergence>>,
+}
+
+/// A role's newest generation: when it was first seen, and whether all its units got there.
+struct Convergence {
+    generation: u64,
+    since: Instant,
+    done: bool,
 }
 
 /// The clients of the hosts, made on first use and replaced when a host's spec changes.
@@ -146,6 +167,39 @@ impl Context {
             rollout_locks: Mutex::default(),
             statuses: Mutex::default(),
             secret_generations: Mutex::default(),
+            metrics: Arc::new(Metrics::unregistered()),
+            leading: None,
+            convergence: Mutex::default(),
+        }
+    }
+
+    /// Counts into `metrics` (the registered ones) instead of private ones.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Context {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Acts only while `leading` is true.
+    pub fn with_leading(mut self, leading: watch::Receiver<bool>) -> Context {
+        self.leading = Some(leading);
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True unless leadership was given and is lost.
+    pub fn is_leading(&self) -> bool {
+        self.leading.as_ref().is_none_or(|leading| *leading.borrow())
+    }
+
+    /// `Err(NotLeader)` once this process no longer leads: checked right before each action.
+    fn ensure_leading(&self) -> Result<(), ReconcileError> {
+        if self.is_leading() {
+            Ok(())
+        } else {
+            Err(ReconcileError::NotLeader)
         }
     }
 
@@ -208,15 +262,56 @@ impl Context {
             }
         }
         self.store.put_status(&status).await?;
-        self.lock_statuses().insert(unit.clone(), status);
+        let mut statuses = self.lock_statuses();
+        statuses.insert(unit.clone(), status);
+        self.metrics.set_units(statuses.values().map(|s| s.state));
         Ok(())
     }
 
     async fn forget(&self, unit: &Unit) -> Result<(), StoreError> {
         if self.lock_statuses().remove(unit).is_some() {
             self.store.delete_status(&unit.role, &unit.host).await?;
+            self.metrics.set_units(self.lock_statuses().values().map(|s| s.state));
         }
         Ok(())
+    }
+
+    /// Notes the role's generation; a new one starts the clock of `ballast_converge_seconds` (unless its
+    /// units are all converged at it already, as after a leader change).
+    fn note_generation(&self, role: &Role) {
+        let generation = role.metadata.generation;
+        let mut convergence = self.lock_convergence();
+        if convergence.get(&role.metadata.name).is_some_and(|c| c.generation == generation) {
+            return;
+        }
+        let done = self.all_converged(role);
+        convergence
+            .insert(role.metadata.name.clone(), Convergence { generation, since: Instant::now(), done });
+    }
+
+    /// Observes `ballast_converge_seconds` once every unit of the role is converged at its generation.
+    fn check_converged(&self, role: &Role) {
+        let mut convergence = self.lock_convergence();
+        let Some(entry) = convergence.get_mut(&role.metadata.name) else { return };
+        if entry.done || entry.generation != role.metadata.generation || !self.all_converged(role) {
+            return;
+        }
+        entry.done = true;
+        self.metrics.converged(entry.since.elapsed());
+    }
+
+    fn all_converged(&self, role: &Role) -> bool {
+        let statuses = self.lock_statuses();
+        role.spec.hosts.iter().all(|host| {
+            let unit = Unit { role: role.metadata.name.clone(), host: host.clone() };
+            statuses.get(&unit).is_some_and(|s| {
+                s.state == UnitState::Converged && s.observed_generation == role.metadata.generation
+            })
+        })
+    }
+
+    fn lock_convergence(&self) -> std::sync::MutexGuard<'_, HashMap<String, Convergence>> {
+        self.convergence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn event(&self, unit: &Unit, reason: &str, message: String) {
@@ -333,6 +428,9 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
     };
     let client = ctx.hosts.client(host);
     let role = desired_role(snapshot, unit);
+    if let Some(role) = role {
+        ctx.note_generation(role);
+    }
     let control = role.map(|r| control_of(snapshot, &r.metadata.name)).unwrap_or_default();
     let secrets = match role {
         Some(role) => match ctx.secrets_of(role).await {
@@ -360,8 +458,10 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
                 return Ok(UnitState::Converged);
             }
             for action in &plan.actions {
+                ctx.ensure_leading()?;
                 match execute(ctx, &*client, unit, None, &control, None, action).await {
-                    Ok(()) | Err(ExecError::Failed(_)) => {}
+                    Ok(()) => count_drift(ctx, action, plan.state),
+                    Err(ExecError::Failed(_)) => {}
                     Err(ExecError::Reconcile(e)) => return Err(e),
                 }
             }
@@ -374,6 +474,7 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
         if plan.actions.is_empty() {
             let status = settled_status(ctx, unit, role, &plan, current);
             ctx.report(unit, status).await?;
+            ctx.check_converged(role);
             return Ok(plan.state);
         }
         let rolls = plan.actions.iter().any(|a| matches!(a, Action::Deploy { .. } | Action::Finish { .. }));
@@ -386,8 +487,9 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
         let status = progress_status(ctx, unit, role, &plan);
         ctx.report(unit, status).await?;
         for action in &plan.actions {
+            ctx.ensure_leading()?;
             match execute(ctx, &*client, unit, Some(role), &control, secrets.as_ref(), action).await {
-                Ok(()) => {}
+                Ok(()) => count_drift(ctx, action, plan.state),
                 Err(ExecError::Failed(reason)) => {
                     let failed = FailedRollout { hash: desired.hash.clone(), retry: control.retry };
                     let mut status = status_for(ctx, unit, role, UnitState::Failed, reason.clone(), None);
@@ -415,8 +517,32 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
     Err(ReconcileError::NotSettled(ctx.config.max_passes))
 }
 
+/// Counts a drift correction when `action` (done) corrected one; see [`drift_kind`].
+fn count_drift(ctx: &Context, action: &Action, state: UnitState) {
+    if let Some(kind) = drift_kind(action, state) {
+        ctx.metrics.drift_corrected(kind);
+    }
+}
+
+/// The kind of drift `action` corrects in a plan of `state`, for `ballast_drift_corrections_total`:
+/// something changed a converged unit (`Degraded`), or a duplicate appeared. `None` for progress (a spec
+/// change), a failed rollout's undo, and the removal of a unit no longer desired.
+pub fn drift_kind(action: &Action, state: UnitState) -> Option<&'static str> {
+    match action {
+        // The planner's reason for a second container of one unit.
+        Action::Remove { reason, .. } if reason == "duplicate container" => Some("duplicate_removed"),
+        _ if state != UnitState::Degraded => None,
+        Action::Deploy { old: None, .. } => Some("recreate_missing"),
+        Action::Start { .. } => Some("restart_stopped"),
+        // In place, or by a replacement when a limit was lifted out of band.
+        Action::UpdateResources { .. } | Action::Deploy { old: Some(_), .. } => Some("resources_restored"),
+        Action::Remove { .. } | Action::Finish { .. } => None,
+    }
+}
+
 /// Records that the unit's host is unreachable, and returns the error.
 async fn unreachable(ctx: &Context, unit: &Unit, role: Option<&Role>, e: HostError) -> ReconcileError {
+    ctx.metrics.host_seen(&unit.host, false);
     if let Some(role) = role {
         let was = ctx.status(unit).map(|s| s.state);
         let message = e.to_string();

@@ -4,6 +4,10 @@
 //! Triggers: the store's watch (specs changed), each host's Docker events, a periodic resync, and retries
 //! with backoff. A host pass lists the host's containers once and starts unit reconciles only where the plan
 //! is not empty or the stored status is out of date, so a converged host costs one list call per resync.
+//!
+//! Stopping is a designed path: at cancel the loop stops scheduling (triggers, timers and Docker event
+//! subscriptions end at once); in-flight reconciles and host passes get a deadline to finish, then are
+//! aborted. A process that no longer leads aborts them at once (each would stop at its next action anyway).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use ballast_specs::HostSpec;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::labels;
@@ -39,6 +44,9 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// How long in-flight reconciles may take to finish after a cancel before they are aborted.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
 /// Everything that can make the operator work.
 #[derive(Debug)]
 enum Event {
@@ -61,15 +69,28 @@ enum Event {
     PassDone(String, Result<Vec<Unit>, ReconcileError>),
 }
 
-/// Runs the reconciler until `shutdown` is cancelled. In-flight reconciles are aborted at shutdown.
+/// Runs the reconciler until `shutdown` is cancelled; in-flight reconciles then get [`DRAIN`] to finish.
 pub async fn run(ctx: Arc<Context>, config: RuntimeConfig, shutdown: CancellationToken) {
+    run_draining(ctx, config, shutdown, DRAIN).await;
+}
+
+/// Runs the reconciler until `shutdown` is cancelled. Then it stops scheduling, lets in-flight reconciles
+/// and host passes finish within `drain` (none when this process no longer leads), aborts the rest, and
+/// returns once no task of it runs any more.
+pub async fn run_draining(
+    ctx: Arc<Context>,
+    config: RuntimeConfig,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut state = Loop {
         ctx,
         config,
         tx,
         snapshot: Arc::new(Snapshot::default()),
-        tasks: JoinSet::new(),
+        work: JoinSet::new(),
+        background: JoinSet::new(),
         in_flight: HashSet::new(),
         dirty: HashSet::new(),
         passes: HashSet::new(),
@@ -82,10 +103,7 @@ pub async fn run(ctx: Arc<Context>, config: RuntimeConfig, shutdown: Cancellatio
         _ = shutdown.cancelled() => {}
         _ = state.run(rx) => {}
     }
-    state.tasks.abort_all();
-    for (_, (_, handle)) in state.watchers.drain() {
-        handle.abort();
-    }
+    state.stop(drain).await;
 }
 
 struct Loop {
@@ -93,7 +111,10 @@ struct Loop {
     config: RuntimeConfig,
     tx: mpsc::UnboundedSender<Event>,
     snapshot: Arc<Snapshot>,
-    tasks: JoinSet<()>,
+    /// Unit reconciles and host passes: they act on hosts, so a stop lets them finish within a deadline.
+    work: JoinSet<()>,
+    /// The store watch, the resync ticker and retry timers: a stop ends them at once.
+    background: JoinSet<()>,
     in_flight: HashSet<Unit>,
     dirty: HashSet<Unit>,
     passes: HashSet<String>,
@@ -110,9 +131,40 @@ impl Loop {
         loop {
             tokio::select! {
                 Some(event) = rx.recv() => self.handle(event).await,
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some(_) = self.work.join_next(), if !self.work.is_empty() => {}
+                Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
             }
         }
+    }
+
+    /// Stops scheduling, drains in-flight work within `drain`, aborts what is left, and waits for every
+    /// task to end.
+    async fn stop(mut self, drain: Duration) {
+        self.background.abort_all();
+        for (_, (_, handle)) in self.watchers.drain() {
+            handle.abort();
+        }
+        if !self.work.is_empty() {
+            if self.ctx.is_leading() {
+                let in_flight = self.work.len();
+                tracing::info!(in_flight, ?drain, "waiting for in-flight reconciles");
+                let started = Instant::now();
+                let work = &mut self.work;
+                let drained =
+                    tokio::time::timeout(drain, async { while work.join_next().await.is_some() {} });
+                match drained.await {
+                    Ok(()) => tracing::info!(took = ?started.elapsed(), "in-flight reconciles finished"),
+                    Err(_) => tracing::warn!(
+                        left = self.work.len(),
+                        "aborting in-flight reconciles at the deadline"
+                    ),
+                }
+            } else {
+                tracing::info!(in_flight = self.work.len(), "not leading: aborting in-flight reconciles");
+            }
+        }
+        self.work.shutdown().await;
+        self.background.shutdown().await;
     }
 
     /// Loads statuses and specs (retrying until the store answers), then starts the watch and the resync timer.
@@ -135,7 +187,7 @@ impl Loop {
         let store = self.ctx.store.clone();
         let tx = self.tx.clone();
         let from = self.snapshot.revision;
-        self.tasks.spawn(async move {
+        self.background.spawn(async move {
             let mut delay = Duration::from_millis(200);
             let mut stream = loop {
                 match store.watch(from).await {
@@ -155,7 +207,7 @@ impl Loop {
         });
         let tx = self.tx.clone();
         let resync = self.config.resync;
-        self.tasks.spawn(async move {
+        self.background.spawn(async move {
             let mut ticker = tokio::time::interval(resync);
             ticker.tick().await;
             loop {
@@ -211,12 +263,16 @@ impl Loop {
                 self.passes.remove(&host);
                 match result {
                     Ok(units) => {
+                        self.ctx.metrics().host_seen(&host, true);
                         self.host_attempts.remove(&host);
                         for unit in units {
                             self.schedule_unit(unit);
                         }
                     }
                     Err(e) => {
+                        if e.is_unreachable() {
+                            self.ctx.metrics().host_seen(&host, false);
+                        }
                         tracing::warn!(host = %host, error = %e, "host pass failed");
                         // Let each unit record why (Unreachable), then retry the host with backoff.
                         for unit in reconcile::units_on_host(&self.snapshot, &host, &[]) {
@@ -238,6 +294,7 @@ impl Loop {
             Ok(snapshot) => {
                 let names: Vec<&str> = snapshot.hosts.iter().map(|h| h.metadata.name.as_str()).collect();
                 self.ctx.hosts.retain(&names);
+                self.ctx.metrics().retain_hosts(&names);
                 self.snapshot = Arc::new(snapshot);
                 true
             }
@@ -262,8 +319,11 @@ impl Loop {
         }
         self.in_flight.insert(unit.clone());
         let (ctx, snapshot, tx) = (self.ctx.clone(), self.snapshot.clone(), self.tx.clone());
-        self.tasks.spawn(async move {
+        self.work.spawn(async move {
+            let started = Instant::now();
             let result = reconcile::reconcile(&ctx, &snapshot, &unit).await.map(|_| ());
+            let kind = result.as_ref().err().map_or("ok", ReconcileError::kind);
+            ctx.metrics().reconciled(kind, started.elapsed());
             let _ = tx.send(Event::UnitDone(unit, result));
         });
     }
@@ -276,7 +336,7 @@ impl Loop {
         self.passes.insert(host.to_string());
         let (ctx, snapshot, tx) = (self.ctx.clone(), self.snapshot.clone(), self.tx.clone());
         let host = host.to_string();
-        self.tasks.spawn(async move {
+        self.work.spawn(async move {
             let result = reconcile::host_pass(&ctx, &snapshot, &host).await;
             let _ = tx.send(Event::PassDone(host, result));
         });
@@ -293,7 +353,7 @@ impl Loop {
 
     fn later(&mut self, event: Event, delay: Duration) {
         let tx = self.tx.clone();
-        self.tasks.spawn(async move {
+        self.background.spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = tx.send(event);
         });
@@ -343,6 +403,16 @@ impl Loop {
                 }
             });
             self.watchers.insert(name, (host.spec.clone(), handle));
+        }
+    }
+}
+
+/// A loop dropped without [`Loop::stop`] (its task was aborted) still ends its Docker event subscriptions;
+/// the join sets abort their tasks by themselves.
+impl Drop for Loop {
+    fn drop(&mut self) {
+        for (_, (_, handle)) in self.watchers.drain() {
+            handle.abort();
         }
     }
 }

@@ -113,7 +113,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%cause, "store unavailable");
                 ApiError::Unavailable
             }
-            StoreError::Internal(cause) => {
+            StoreError::Internal(cause) | StoreError::NotLeader(cause) => {
                 tracing::error!(%cause, "store error");
                 ApiError::Internal
             }

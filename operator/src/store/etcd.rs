@@ -3,7 +3,8 @@
 //! [`EtcdStore`] is the store's shared logic over [`EtcdKv`]. Every request is bounded by a deadline, so an
 //! unreachable etcd gives `Unavailable` within seconds instead of a hang. Watches run on a second client
 //! without a request timeout (a watch is one long request) and with HTTP/2 keep-alive, so a dead connection
-//! is noticed. No etcd-client type leaves this module.
+//! is noticed; lease renewals (a stream) use that client too, each bounded by its caller. No etcd-client type
+//! leaves this module.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::kv::{Compare, Entry, Kv, KvStore, Listing, Op, EVENT_TTL};
+use super::kv::{Compare, Entry, Kv, KvStore, Lease, Listing, Op, EVENT_TTL};
 use super::{Changed, StoreError};
 
 /// The [`Store`](super::Store) on etcd.
@@ -170,6 +171,46 @@ impl Kv for EtcdKv {
             Some((changed, w))
         })
         .boxed())
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<Lease, StoreError> {
+        let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let mut client = self.client.clone();
+        let granted = bounded(client.lease_grant(seconds, None)).await?;
+        // etcd raises a TTL below its minimum (about 1.5 election timeouts) and says so in the answer.
+        let ttl = Duration::from_secs(granted.ttl().max(1) as u64);
+        Ok(Lease { id: granted.id(), ttl })
+    }
+
+    /// One renewal: opens a keep-alive stream, sends one request, reads its answer and closes the stream.
+    async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError> {
+        let mut client = self.watch_client.clone();
+        match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(lease)).await {
+            Ok(Ok(_)) => Ok(true),
+            // etcd answers a renewal of an unknown lease with a TTL of 0, which etcd-client reports so.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(message))) if message.contains("not found") => {
+                Ok(false)
+            }
+            Ok(Err(e)) => Err(store_error(e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd did not renew the lease within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(lease)).await {
+            Ok(Ok(_)) => Ok(()),
+            // gRPC code 5, not found: the lease is already gone.
+            Ok(Err(etcd_client::Error::GRpcStatus(status))) if i32::from(status.code()) == 5 => Ok(()),
+            Ok(Err(e)) => Err(store_error(e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd did not revoke the lease within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ))),
+        }
     }
 }
 
@@ -332,6 +373,9 @@ fn etcd_op(op: &Op, lease: Option<i64>) -> TxnOp {
         Op::Put { key, value } => TxnOp::put(key.as_str(), value.clone(), None),
         Op::PutExpiring { key, value } => {
             TxnOp::put(key.as_str(), value.clone(), lease.map(|id| PutOptions::new().with_lease(id)))
+        }
+        Op::PutLeased { key, value, lease } => {
+            TxnOp::put(key.as_str(), value.clone(), Some(PutOptions::new().with_lease(*lease)))
         }
         Op::Delete { key } => TxnOp::delete(key.as_str(), None),
         Op::DeletePrefix { prefix } => {

@@ -1,10 +1,11 @@
 //! The store's logic written once over a small key-value interface, so etcd and the in-memory fake behave alike.
 //!
-//! [`Kv`] is the part of etcd the store needs: prefix reads, a transaction of compares and writes, and a
-//! watch. [`KvStore`] implements [`Store`] on top of it: key layout, generations, history, validation and
-//! optimistic concurrency live here and nowhere else.
+//! [`Kv`] is the part of etcd the store needs: prefix reads, a transaction of compares and writes, a
+//! watch, and leases. [`KvStore`] implements [`Store`] on top of it: key layout, generations, history,
+//! validation, optimistic concurrency and the leader fence live here and nowhere else.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +16,8 @@ use futures::stream::BoxStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Actor, Changed, Snapshot, Store, StoreError, HISTORY_LIMIT};
+use super::election::{self, Leadership, LEADER_KEY};
+use super::{Actor, Changed, Election, Snapshot, Store, StoreError, HISTORY_LIMIT};
 
 /// The watched part: hosts, roles and controls.
 pub const SPECS: &str = "/ballast/v1/specs/";
@@ -54,6 +56,24 @@ pub trait Kv: Send + Sync + 'static {
         prefix: &str,
         from_revision: i64,
     ) -> Result<BoxStream<'static, Changed>, StoreError>;
+
+    /// A new lease of about `ttl` (the store may round it up); keys put with it ([`Op::PutLeased`]) are
+    /// deleted when it expires or is revoked.
+    async fn grant(&self, ttl: Duration) -> Result<Lease, StoreError>;
+
+    /// Renews a lease for its whole TTL. `false` when it no longer exists (expired or revoked).
+    async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError>;
+
+    /// Ends a lease now, deleting its keys. A lease already gone is success.
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError>;
+}
+
+/// A granted lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    /// The TTL the store granted.
+    pub ttl: Duration,
 }
 
 /// A stored key, its value and the revision that last wrote it.
@@ -94,6 +114,12 @@ pub enum Op {
         key: String,
         value: Vec<u8>,
     },
+    /// A put attached to a lease: the key goes when the lease does.
+    PutLeased {
+        key: String,
+        value: Vec<u8>,
+        lease: i64,
+    },
     Delete {
         key: String,
     },
@@ -109,7 +135,9 @@ pub enum Op {
 
 /// [`Store`] over any [`Kv`].
 pub struct KvStore<K> {
-    kv: K,
+    kv: Arc<K>,
+    /// The mod revision of the leader key this view's owner created: status and event writes require it.
+    fence: Option<i64>,
 }
 
 /// The desired state as read at one revision, keyed by name; objects carry their mod revision.
@@ -132,7 +160,26 @@ struct Change {
 
 impl<K: Kv> KvStore<K> {
     pub fn with_kv(kv: K) -> KvStore<K> {
-        KvStore { kv }
+        KvStore { kv: Arc::new(kv), fence: None }
+    }
+
+    #[cfg(test)]
+    pub(super) fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    /// Runs a status or event write, with the leader fence when this view has one.
+    async fn fenced_txn(&self, then: Vec<Op>) -> Result<(), StoreError> {
+        let when = match self.fence {
+            Some(revision) => vec![Compare::ModRevision { key: LEADER_KEY.to_string(), revision }],
+            None => Vec::new(),
+        };
+        match self.kv.txn(when, then).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotLeader(format!(
+                "the leader key {LEADER_KEY} is no longer the one this process created; nothing was written"
+            ))),
+        }
     }
 
     async fn read_specs(&self) -> Result<Specs, StoreError> {
@@ -386,13 +433,11 @@ impl<K: Kv> Store for KvStore<K> {
 
     async fn put_status(&self, status: &UnitStatus) -> Result<(), StoreError> {
         let then = vec![Op::Put { key: status_key(&status.role, &status.host), value: encode(status)? }];
-        self.kv.txn(Vec::new(), then).await?;
-        Ok(())
+        self.fenced_txn(then).await
     }
 
     async fn delete_status(&self, role: &str, host: &str) -> Result<(), StoreError> {
-        self.kv.txn(Vec::new(), vec![Op::Delete { key: status_key(role, host) }]).await?;
-        Ok(())
+        self.fenced_txn(vec![Op::Delete { key: status_key(role, host) }]).await
     }
 
     async fn list_status(&self) -> Result<Vec<UnitStatus>, StoreError> {
@@ -402,8 +447,7 @@ impl<K: Kv> Store for KvStore<K> {
     async fn add_event(&self, event: &Event) -> Result<(), StoreError> {
         let then =
             vec![Op::PutExpiring { key: event_key(event.time, rand::random()), value: encode(event)? }];
-        self.kv.txn(Vec::new(), then).await?;
-        Ok(())
+        self.fenced_txn(then).await
     }
 
     async fn list_events(&self) -> Result<Vec<Event>, StoreError> {
@@ -428,6 +472,17 @@ impl<K: Kv> Store for KvStore<K> {
 
     async fn watch(&self, from_revision: i64) -> Result<BoxStream<'static, Changed>, StoreError> {
         self.kv.watch(SPECS, from_revision).await
+    }
+}
+
+#[async_trait]
+impl<K: Kv> Election for KvStore<K> {
+    async fn campaign(&self, identity: &str, ttl: Duration) -> Result<Leadership, StoreError> {
+        election::campaign(self.kv.clone(), identity, ttl).await
+    }
+
+    fn fenced(&self, leadership: &Leadership) -> Arc<dyn Store> {
+        Arc::new(KvStore { kv: self.kv.clone(), fence: Some(leadership.revision()) })
     }
 }
 

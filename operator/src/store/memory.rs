@@ -2,10 +2,12 @@
 //!
 //! [`MemoryStore`] is the store's shared logic over [`MemoryKv`]: a map of keys with mod revisions and one
 //! revision counter behind a mutex, a log of recent changes for watches, and a `tokio::sync::watch` that
-//! wakes them. Expiring keys (events) use `tokio::time`.
+//! wakes them. Expiring keys (events) and leases use `tokio::time`, so tests can run with paused time: an
+//! expired lease deletes its keys (a change watches see) as etcd does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -13,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::kv::{Compare, Entry, Kv, KvStore, Listing, Op, EVENT_TTL};
+use super::kv::{Compare, Entry, Kv, KvStore, Lease, Listing, Op, EVENT_TTL};
 use super::{Changed, StoreError};
 
 /// The in-memory [`Store`](super::Store).
@@ -29,7 +31,7 @@ pub struct MemoryKv {
     /// The store revision after every write, to wake watches.
     revision: Arc<watch::Sender<i64>>,
     /// How long expiring keys live: [`EVENT_TTL`], shorter in unit tests.
-    event_ttl: std::time::Duration,
+    event_ttl: Duration,
 }
 
 struct State {
@@ -39,12 +41,21 @@ struct State {
     log: VecDeque<(i64, String)>,
     /// Changes at or below this revision are no longer in the log.
     log_floor: i64,
+    /// Live leases by id.
+    leases: BTreeMap<i64, Leased>,
+    next_lease: i64,
 }
 
 struct Stored {
     value: Vec<u8>,
     mod_revision: i64,
     expires: Option<Instant>,
+    lease: Option<i64>,
+}
+
+struct Leased {
+    ttl: Duration,
+    expires: Instant,
 }
 
 /// A watch's position: everything up to `seen` has been reported.
@@ -71,7 +82,14 @@ impl Default for MemoryStore {
 
 impl MemoryKv {
     pub fn new() -> MemoryKv {
-        let state = State { revision: 1, entries: BTreeMap::new(), log: VecDeque::new(), log_floor: 0 };
+        let state = State {
+            revision: 1,
+            entries: BTreeMap::new(),
+            log: VecDeque::new(),
+            log_floor: 0,
+            leases: BTreeMap::new(),
+            next_lease: 1,
+        };
         MemoryKv {
             state: Arc::new(Mutex::new(state)),
             revision: Arc::new(watch::Sender::new(1)),
@@ -79,8 +97,35 @@ impl MemoryKv {
         }
     }
 
+    /// The state, with expired leases (and their keys) gone.
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        let mut state = lock(&self.state);
+        if let Some(revision) = state.expire_leases(Instant::now()) {
+            self.revision.send_replace(revision);
+        }
+        state
+    }
+
+    /// Ends `lease` (and deletes its keys) when it expires, unless it was renewed meanwhile.
+    fn expire_later(&self, lease: i64) {
+        let (state, revision) = (Arc::downgrade(&self.state), Arc::downgrade(&self.revision));
+        tokio::spawn(async move {
+            loop {
+                // Only weak references across the sleep: a dropped store ends the task.
+                let expires = {
+                    let (Some(state), Some(revision)) = (state.upgrade(), revision.upgrade()) else { return };
+                    let mut state = lock(&state);
+                    if let Some(changed) = state.expire_leases(Instant::now()) {
+                        revision.send_replace(changed);
+                    }
+                    match state.leases.get(&lease) {
+                        Some(leased) => leased.expires,
+                        None => return,
+                    }
+                };
+                tokio::time::sleep_until(expires).await;
+            }
+        });
     }
 }
 
@@ -117,6 +162,13 @@ impl Kv for MemoryKv {
         if then.iter().any(|op| matches!(op, Op::PutExpiring { .. })) {
             state.entries.retain(|_, stored| stored.live(now));
         }
+        for op in &then {
+            if let Op::PutLeased { lease, .. } = op {
+                if !state.leases.contains_key(lease) {
+                    return Err(StoreError::Internal(format!("lease {lease:x} not found")));
+                }
+            }
+        }
         if !when.iter().all(|compare| state.holds(compare, now)) {
             return Ok(None);
         }
@@ -125,14 +177,19 @@ impl Kv for MemoryKv {
         for op in then {
             match op {
                 Op::Put { key, value } => {
-                    state
-                        .entries
-                        .insert(key.clone(), Stored { value, mod_revision: revision, expires: None });
+                    let stored = Stored { value, mod_revision: revision, expires: None, lease: None };
+                    state.entries.insert(key.clone(), stored);
                     touched.push(key);
                 }
                 Op::PutExpiring { key, value } => {
                     let expires = Some(now + self.event_ttl);
-                    state.entries.insert(key.clone(), Stored { value, mod_revision: revision, expires });
+                    let stored = Stored { value, mod_revision: revision, expires, lease: None };
+                    state.entries.insert(key.clone(), stored);
+                    touched.push(key);
+                }
+                Op::PutLeased { key, value, lease } => {
+                    let stored = Stored { value, mod_revision: revision, expires: None, lease: Some(lease) };
+                    state.entries.insert(key.clone(), stored);
                     touched.push(key);
                 }
                 Op::Delete { key } => {
@@ -160,15 +217,7 @@ impl Kv for MemoryKv {
         if touched.is_empty() {
             return Ok(Some(state.revision));
         }
-        state.revision = revision;
-        for key in touched {
-            state.log.push_back((revision, key));
-        }
-        while state.log.len() > LOG_LIMIT {
-            if let Some((dropped, _)) = state.log.pop_front() {
-                state.log_floor = dropped;
-            }
-        }
+        state.record(revision, touched);
         drop(state);
         self.revision.send_replace(revision);
         Ok(Some(revision))
@@ -200,9 +249,87 @@ impl Kv for MemoryKv {
         })
         .boxed())
     }
+
+    /// Like etcd, a TTL is whole seconds, at least one.
+    async fn grant(&self, ttl: Duration) -> Result<Lease, StoreError> {
+        let ttl = Duration::from_secs(ttl.as_secs_f64().ceil().max(1.0) as u64);
+        let id = {
+            let mut state = self.lock();
+            let id = state.next_lease;
+            state.next_lease += 1;
+            state.leases.insert(id, Leased { ttl, expires: Instant::now() + ttl });
+            id
+        };
+        self.expire_later(id);
+        Ok(Lease { id, ttl })
+    }
+
+    async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        match state.leases.get_mut(&lease) {
+            Some(leased) => {
+                leased.expires = now + leased.ttl;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.leases.remove(&lease).is_some() {
+            if let Some(revision) = state.drop_orphans() {
+                self.revision.send_replace(revision);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl State {
+    /// Ends the leases expired at `now` and deletes their keys; the new revision when keys went.
+    fn expire_leases(&mut self, now: Instant) -> Option<i64> {
+        let before = self.leases.len();
+        self.leases.retain(|_, leased| now < leased.expires);
+        if self.leases.len() == before {
+            return None;
+        }
+        self.drop_orphans()
+    }
+
+    /// Deletes the keys whose lease no longer exists, as one change; its revision, if any key went.
+    fn drop_orphans(&mut self) -> Option<i64> {
+        let orphans: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, stored)| stored.lease.is_some_and(|id| !self.leases.contains_key(&id)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if orphans.is_empty() {
+            return None;
+        }
+        for key in &orphans {
+            self.entries.remove(key);
+        }
+        let revision = self.revision + 1;
+        self.record(revision, orphans);
+        Some(revision)
+    }
+
+    /// Moves to `revision`, which touched `keys`, and logs them for watches.
+    fn record(&mut self, revision: i64, keys: Vec<String>) {
+        self.revision = revision;
+        for key in keys {
+            self.log.push_back((revision, key));
+        }
+        while self.log.len() > LOG_LIMIT {
+            if let Some((dropped, _)) = self.log.pop_front() {
+                self.log_floor = dropped;
+            }
+        }
+    }
+
     fn holds(&self, compare: &Compare, now: Instant) -> bool {
         let live = |key: &String| self.entries.get(key).filter(|s| s.live(now));
         match compare {
@@ -258,8 +385,6 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use ballast_specs::wire::Event;
     use futures::StreamExt;
 

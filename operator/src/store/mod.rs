@@ -1,16 +1,23 @@
 //! The desired-state store: specs, history, control switches, status and events, behind one narrow trait.
 //!
-//! `etcd` holds the real implementation; `memory` an in-process fake for fast tests.
+//! `etcd` holds the real implementation; `memory` an in-process fake for fast tests; `election` the leader
+//! election on a lease and the fence that makes a deposed leader's writes fail.
 //! No etcd-client type crosses this module's boundary.
 
+mod election;
 pub mod etcd;
 mod kv;
 pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ballast_specs::wire::{ApplyResult, Event, RoleRevision, UnitStatus};
 use ballast_specs::{Host, Object, Problem, Role, RoleControl};
 use futures::stream::BoxStream;
+
+pub use election::{Leadership, LEADER_KEY};
 
 /// How many revisions of each role's spec are kept.
 pub const HISTORY_LIMIT: usize = 20;
@@ -51,6 +58,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store error: {0}")]
     Internal(String),
+    /// A fenced write failed: the leader key is no longer the one this process created.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
 }
 
 impl StoreError {
@@ -66,6 +76,7 @@ impl StoreError {
             StoreError::Invalid(_) => "invalid",
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Internal(_) => "internal",
+            StoreError::NotLeader(_) => "not_leader",
         }
     }
 }
@@ -122,4 +133,16 @@ pub trait Store: Send + Sync + 'static {
     /// Changes to hosts, roles and controls after `from_revision`. The stream starts over by itself when the
     /// watch breaks or is compacted (yielding a `Changed` so the caller relists); it ends only when dropped.
     async fn watch(&self, from_revision: i64) -> Result<BoxStream<'static, Changed>, StoreError>;
+}
+
+/// Leader election among the operators that share a store, and writes fenced on the outcome.
+#[async_trait]
+pub trait Election: Send + Sync + 'static {
+    /// Waits until this process holds the leader key ([`LEADER_KEY`], value `identity`), attached to a lease
+    /// of `ttl` that a task of the returned [`Leadership`] keeps alive. Fails only when the store fails.
+    async fn campaign(&self, identity: &str, ttl: Duration) -> Result<Leadership, StoreError>;
+
+    /// This store, with its status and event writes fenced on `leadership`: each write also requires the
+    /// leader key to be the one `leadership` created, else it fails with `NotLeader` and writes nothing.
+    fn fenced(&self, leadership: &Leadership) -> Arc<dyn Store>;
 }
