@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_CPUS: f64 = 256.0;
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// Docker keeps a memory limit as a signed 64-bit number of bytes.
+pub const MAX_MEMORY: u64 = i64::MAX as u64;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -47,6 +49,9 @@ impl Memory {
         if bytes < MIN_MEMORY {
             return Err(format!("{text:?} is below docker's minimum of 6m"));
         }
+        if bytes > MAX_MEMORY {
+            return Err(format!("{text:?} is above docker's maximum of {MAX_MEMORY} bytes"));
+        }
         Ok(Memory { bytes, text: text.trim().to_string() })
     }
 
@@ -70,7 +75,8 @@ pub fn format_bytes(bytes: u64) -> String {
             if bytes % unit == 0 {
                 return format!("{}{suffix}", bytes / unit);
             }
-            // Two decimals when exact (1.75g), else fall to the next unit.
+            // Two decimals when exact (1.75g), else fall to the next unit. In u128: `bytes * 100` may not fit a u64.
+            let (bytes, unit) = (u128::from(bytes), u128::from(unit));
             if (bytes * 100) % unit == 0 {
                 let hundredths = bytes * 100 / unit;
                 let s = format!("{}.{:02}", hundredths / 100, hundredths % 100);
@@ -205,7 +211,12 @@ fn parse_millis(text: &str) -> Option<u64> {
         if !value.is_finite() || value < 0.0 {
             return None;
         }
-        total = total.checked_add((value * scale).round() as u64)?;
+        let millis = (value * scale).round();
+        // `as` would saturate: a duration beyond u64 milliseconds is refused, not cut short.
+        if millis >= u64::MAX as f64 {
+            return None;
+        }
+        total = total.checked_add(millis as u64)?;
         rest = next;
     }
     Some(total)
@@ -354,7 +365,10 @@ mod tests {
         for (text, bytes) in cases {
             assert_eq!(Memory::parse(text).map(|m| m.bytes()), Ok(bytes), "{text}");
         }
-        for bad in ["1.75XB", "", "m", "1..5g", "-1g", "1.5", "5m", "g1", ".5g"] {
+        assert_eq!(Memory::parse("8388607t").map(|m| m.bytes()), Ok(8_388_607 * TIB));
+        for bad in
+            ["1.75XB", "", "m", "1..5g", "-1g", "1.5", "5m", "g1", ".5g", "8388608t", "18446744073709551615"]
+        {
             assert!(Memory::parse(bad).is_err(), "{bad} should not parse");
         }
     }
@@ -365,6 +379,8 @@ mod tests {
         assert_eq!(format_bytes(1792 * MIB), "1.75g");
         assert_eq!(format_bytes(2 * GIB), "2g");
         assert_eq!(format_bytes(1000), "1000");
+        assert_eq!(format_bytes(u64::MAX), "18446744073709551615");
+        assert_eq!(format_bytes(200_000_000_000_000_000), "190734863281.25m");
         assert_eq!(Memory::parse("1.75g").unwrap(), Memory::parse("1792m").unwrap());
     }
 
@@ -385,7 +401,8 @@ mod tests {
         assert_eq!(Duration::parse("20m").unwrap().as_millis(), 1_200_000);
         assert_eq!(Duration::parse("1m30s").unwrap().as_millis(), 90_000);
         assert_eq!(Duration::parse("500ms").unwrap().as_millis(), 500);
-        for bad in ["", "1", "s", "1x", "-1s"] {
+        assert!(Duration::parse("5124095576030h").is_ok(), "just below u64::MAX milliseconds");
+        for bad in ["", "1", "s", "1x", "-1s", "5124095576031h", "99999999999999999999999h"] {
             assert!(Duration::parse(bad).is_err(), "{bad} should not parse");
         }
     }
