@@ -1,7 +1,7 @@
 //! The real `ballastd` and `ballast` binaries for tests.
 //!
 //! Binaries: cargo sets `CARGO_BIN_EXE_*` only for a crate's own binaries, so the harness runs
-//! `cargo build -p ballast-operator --bin ballastd -p ballast-cli --bin ballast` once per test process (cheap when
+//! `cargo build --workspace --all-targets` (the suite's own build) once per test process (cheap when
 //! nothing changed) and takes them from the target directory the test executable itself lives in
 //! (`target/debug/deps/TEST` → `target/debug/`).
 //!
@@ -301,18 +301,9 @@ fn build() -> anyhow::Result<PathBuf> {
         .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut command = Command::new(&cargo);
-    command.current_dir(workspace_root()).args([
-        "build",
-        "--quiet",
-        "-p",
-        "ballast-operator",
-        "--bin",
-        "ballastd",
-        "-p",
-        "ballast-cli",
-        "--bin",
-        "ballast",
-    ]);
+    // The same build as the suite's own (`cargo build --workspace --all-targets`): any narrower selection unifies
+    // dependency features differently, rebuilds half the tree and overwrites the binaries.
+    command.current_dir(workspace_root()).args(["build", "--quiet", "--workspace", "--all-targets"]);
     if dir.file_name().is_some_and(|name| name == "release") {
         command.arg("--release");
     }
