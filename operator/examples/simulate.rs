@@ -193,7 +193,7 @@ impl Fleet {
             if Instant::now() >= deadline {
                 bail!("{name}: not converged after {timeout:?}: {}", self.summary(&snapshot));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (wall, cpu) = (wall.elapsed(), cpu_time().saturating_sub(cpu));
         let mut after = self.calls();

@@ -19,6 +19,9 @@ use super::{
 };
 use crate::labels;
 
+/// Events a fake host keeps for a slow reader.
+const EVENT_BUFFER: usize = 64;
+
 /// One fake host. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct FakeHost {
@@ -66,8 +69,11 @@ impl FakeHost {
     }
 
     pub fn with_latency(name: &str, latency: Duration) -> FakeHost {
-        let (events, _) = broadcast::channel(1024);
-        let (printed, _) = broadcast::channel(1024);
+        // A broadcast channel allocates all its slots at once (~100 bytes each): kept small, so that a simulation
+        // of a thousand hosts measures the operator's memory rather than the fakes'. The reconciler reads the
+        // stream at once; a lagging reader would only miss triggers that the resync makes up for.
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (printed, _) = broadcast::channel(EVENT_BUFFER);
         FakeHost {
             inner: Arc::new(Inner {
                 name: name.to_string(),
