@@ -4,10 +4,14 @@
 # bench binary (e2e/src/bin/bench), writes BENCHMARKS.md, and tears down what it started.
 #
 #   bash e2e/bench/run.sh [--quick] [--n N] [--only SECTIONS] [--out PATH]
+#   bash e2e/bench/run.sh --render [--out PATH]
 #
 #   --quick       n = 3 per figure (development); the default is n = 10 (~15 min on 2 cores)
 #   --only LIST   comma separated, of floor,ballast,ansible,swarm,fleet (default: all)
-#   --out PATH    where the report goes (default: BENCHMARKS.md at the repository root)
+#   --out PATH    where the report goes (default: BENCHMARKS.md at the repository root); the measurements go
+#                 to e2e/bench/results.json beside it (PATH.json for another PATH)
+#   --render      measure nothing: write the report again from the saved measurements (after editing
+#                 e2e/bench/analysis.md, the hand-written part of the report)
 #
 # Env: BENCH_RIG_DIR (default /tmp/ballast-bench-rig), BENCH_VENV (default /var/tmp/ballast-bench-venv),
 #      BENCH_HOSTS (rig hosts, default 8).
@@ -18,26 +22,35 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 die() { echo "run.sh: $*" >&2; exit 1; }
 
-n=10 only=floor,ballast,ansible,swarm,fleet out=$root/BENCHMARKS.md
+n=10 only=floor,ballast,ansible,swarm,fleet out=$root/BENCHMARKS.md render=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) n=3 ;;
+    --render) render=1 ;;
     --n) [ $# -ge 2 ] || die "--n needs a number"; n=$2; shift ;;
     --only) [ $# -ge 2 ] || die "--only needs a list"; only=$2; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a path"; out=$2; shift ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
   shift
 done
 [[ $n =~ ^[1-9][0-9]*$ ]] || die "--n must be a positive number: $n"
-[ "$(id -u)" = 0 ] || die "run as root (the rig needs network namespaces)"
 rig=${BENCH_RIG_DIR:-/tmp/ballast-bench-rig}
 venv=${BENCH_VENV:-/var/tmp/ballast-bench-venv}
 hosts=${BENCH_HOSTS:-8}
 case $out in /*) ;; *) out=$PWD/$out ;; esac
+if [ "$out" = "$root/BENCHMARKS.md" ]; then results=$root/e2e/bench/results.json; else results=${out%.md}.json; fi
 t0=$(date +%s)
 cd "$root"
+
+if [ "$render" = 1 ]; then
+  cargo build --release --quiet -p ballast-e2e --bin bench
+  target=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  exec "$target/release/bench" --render "$results" --out "$out"
+fi
+[ "$(id -u)" = 0 ] || die "run as root (the rig needs network namespaces)"
 
 # Release binaries: ballastd, ballast, and the bench itself.
 echo "run.sh: building ballastd, ballast and bench (release)" >&2
@@ -91,8 +104,8 @@ echo "run.sh: rig of $hosts hosts up in $rig" >&2
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- operator cli specs e2e 2>/dev/null || commit="$commit+changes"
-"$bench" --rig "$rig" --n "$n" --out "$out" --venv "$venv" --only "$only" \
-  --provenance "ballast at $commit, \`bash e2e/bench/run.sh${n:+ --n $n}\`" &
+"$bench" --rig "$rig" --n "$n" --out "$out" --results "$results" --venv "$venv" --only "$only" \
+  --provenance "ballast at $commit, \`bash e2e/bench/run.sh --n $n\`" &
 pid=$!
 status=0
 wait "$pid" || status=$?

@@ -37,8 +37,8 @@ use crate::stats::Results;
 #[command(name = "bench")]
 struct Args {
     /// The rig to run on (brought up by e2e/rig/up.sh; e2e/bench/run.sh does that).
-    #[arg(long, value_name = "DIR")]
-    rig: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "render")]
+    rig: Option<PathBuf>,
     /// Iterations per figure.
     #[arg(long, default_value_t = 10)]
     n: usize,
@@ -46,8 +46,14 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
     /// A Python venv with ansible and the docker package (e2e/bench/run.sh makes it).
-    #[arg(long, value_name = "DIR")]
-    venv: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "render")]
+    venv: Option<PathBuf>,
+    /// Where to save the measurements (JSON), to write the report again later.
+    #[arg(long, value_name = "PATH")]
+    results: Option<PathBuf>,
+    /// Measure nothing: write the report again from saved measurements (with the current analysis.md).
+    #[arg(long, value_name = "PATH")]
+    render: Option<PathBuf>,
     /// Sections to run, comma separated (default: all).
     #[arg(
         long,
@@ -110,6 +116,18 @@ fn main() -> ExitCode {
 
 /// Runs the sections asked for, writes the report; `false` when a section failed.
 async fn run(args: Args) -> Result<bool> {
+    if let Some(saved) = &args.render {
+        let text = std::fs::read_to_string(saved).with_context(|| format!("reading {}", saved.display()))?;
+        let run: report::Run =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", saved.display()))?;
+        std::fs::write(&args.out, report::render(&run))
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        log(&format!("wrote {} from {}", args.out.display(), saved.display()));
+        return Ok(true);
+    }
+    let (Some(rig), Some(venv)) = (&args.rig, &args.venv) else {
+        bail!("--rig and --venv are needed to measure")
+    };
     for section in &args.only {
         if !SECTIONS.contains(&section.as_str()) {
             bail!("unknown section {section} (sections: {})", SECTIONS.join(", "));
@@ -119,10 +137,10 @@ async fn run(args: Args) -> Result<bool> {
         bail!("--n must be at least 1");
     }
     // Rig::acquire takes the rig named by RIG_DIR and never tears it down (run.sh owns it).
-    std::env::set_var("RIG_DIR", &args.rig);
+    std::env::set_var("RIG_DIR", rig);
     let rig = Rig::acquire().context("taking the rig")?;
     let work = tempfile::Builder::new().prefix("ballast-bench-").tempdir().context("creating a temp dir")?;
-    let mut bench = Bench { rig, n: args.n, results: Results::default(), venv: args.venv.clone(), work };
+    let mut bench = Bench { rig, n: args.n, results: Results::default(), venv: venv.clone(), work };
     let machine = report::Machine::gather(&bench).await;
     let started = Instant::now();
     log(&format!("rig {} with {} hosts; n = {}", bench.rig.dir.display(), bench.rig.hosts(), bench.n));
@@ -145,10 +163,22 @@ async fn run(args: Args) -> Result<bool> {
             }
         }
     }
-    let text = report::render(&bench, &machine, &args.provenance, started.elapsed());
-    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
-    log(&format!("wrote {} after {:.0} s", args.out.display(), started.elapsed().as_secs_f64()));
-    Ok(bench.results.errors.is_empty())
+    let ok = bench.results.errors.is_empty();
+    let run = report::Run {
+        machine,
+        results: bench.results,
+        n: bench.n,
+        provenance: args.provenance.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if let Some(path) = &args.results {
+        let json = serde_json::to_string_pretty(&run).context("saving the measurements")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    std::fs::write(&args.out, report::render(&run))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    log(&format!("wrote {} after {:.0} s", args.out.display(), run.seconds));
+    Ok(ok)
 }
 
 impl Bench {

@@ -5,11 +5,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::stats::{Results, Summary};
 use crate::Bench;
 
 /// Facts about the machine and the tools, gathered at the start of the run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Machine {
     date: String,
     cpus: String,
@@ -77,9 +79,20 @@ impl Machine {
     }
 }
 
+/// A run as saved (JSON): enough to write its report again, e.g. after `e2e/bench/analysis.md` changed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Run {
+    pub machine: Machine,
+    pub results: Results,
+    pub n: usize,
+    pub provenance: String,
+    pub seconds: f64,
+}
+
 /// The whole report.
-pub fn render(bench: &Bench, machine: &Machine, provenance: &str, took: Duration) -> String {
-    let r = &bench.results;
+pub fn render(run: &Run) -> String {
+    let (r, machine, provenance) = (&run.results, &run.machine, run.provenance.as_str());
+    let took = Duration::from_secs_f64(run.seconds);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -87,7 +100,7 @@ pub fn render(bench: &Bench, machine: &Machine, provenance: &str, took: Duration
          ballast against its floor (the Docker API by hand), Docker Swarm and Ansible, on the e2e rig (issues 3 and 6).\n\
          Written by `bash e2e/bench/run.sh` (n = {n} per figure); do not edit by hand: the analysis at the end comes\n\
          from `e2e/bench/analysis.md`. The machine is shared and noisy: compare medians and ratios, not single runs.\n",
-        n = bench.n
+        n = run.n
     );
     let _ = writeln!(out, "## Machine and run\n\n| | |\n|---|---|");
     for (k, v) in [
@@ -109,7 +122,7 @@ pub fn render(bench: &Bench, machine: &Machine, provenance: &str, took: Duration
             "run",
             format!(
                 "n = {} per figure, {:.1} min in all{}",
-                bench.n,
+                run.n,
                 took.as_secs_f64() / 60.0,
                 if provenance.is_empty() { String::new() } else { format!("; {provenance}") }
             ),
@@ -464,9 +477,9 @@ fn table(out: &mut String, r: &Results, keys: &[&str], _title: Option<&str>) {
             out,
             "| {} | {} | {} | {} | {} |",
             f.label,
-            fmt(s.median, f.unit),
-            fmt(s.min, f.unit),
-            fmt(s.max, f.unit),
+            fmt(s.median, &f.unit),
+            fmt(s.min, &f.unit),
+            fmt(s.max, &f.unit),
             s.n
         );
     }

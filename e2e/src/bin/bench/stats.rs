@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// One measured quantity: every value taken, in `unit`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Figure {
     pub key: String,
     pub label: String,
-    pub unit: &'static str,
+    pub unit: String,
     pub values: Vec<f64>,
 }
 
@@ -21,7 +23,7 @@ pub struct Summary {
 }
 
 /// Everything measured in one run, in the order it was measured, with what went wrong.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Results {
     pub figures: Vec<Figure>,
     /// Section name and the error that stopped it.
@@ -45,12 +47,15 @@ impl Figure {
 
 impl Results {
     /// Adds a figure; values are appended when the key exists already.
-    pub fn add(&mut self, key: &str, label: &str, unit: &'static str, values: Vec<f64>) {
+    pub fn add(&mut self, key: &str, label: &str, unit: &str, values: Vec<f64>) {
         match self.figures.iter_mut().find(|f| f.key == key) {
             Some(figure) => figure.values.extend(values),
-            None => {
-                self.figures.push(Figure { key: key.to_string(), label: label.to_string(), unit, values })
-            }
+            None => self.figures.push(Figure {
+                key: key.to_string(),
+                label: label.to_string(),
+                unit: unit.to_string(),
+                values,
+            }),
         }
     }
 
@@ -82,7 +87,7 @@ mod tests {
 
     #[test]
     fn medians() {
-        let f = |values: Vec<f64>| Figure { key: "k".into(), label: "l".into(), unit: "ms", values };
+        let f = |values: Vec<f64>| Figure { key: "k".into(), label: "l".into(), unit: "ms".into(), values };
         let s = f(vec![3.0, 1.0, 2.0]).summary().unwrap();
         assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
         let s = f(vec![4.0, 1.0, 2.0, 3.0]).summary().unwrap();
