@@ -1,4 +1,5 @@
-//! ballastd as a library: store, hosts, planner, reconciler and API, wired together by `main.rs` and the tests.
+//! ballastd as a library: store, hosts, planner, reconciler, leader election, metrics and API, wired together by
+//! `main.rs` and the tests.
 
 pub mod access;
 pub mod api;

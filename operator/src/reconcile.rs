@@ -802,3 +802,66 @@ impl crate::api::Plans for Context {
         Ok(preview(self, &snapshot, role).await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plan::Desired;
+
+    fn desired(converged_generation: u64) -> Desired {
+        Desired {
+            role: "web".to_string(),
+            host: "h1".to_string(),
+            generation: 1,
+            image: "app:v1".to_string(),
+            hash: "h".to_string(),
+            nano_cpus: 0,
+            memory: 256 << 20,
+            paused: false,
+            halted: false,
+            converged_generation,
+        }
+    }
+
+    fn container(id: &str, state: ContainerState, memory: i64) -> Container {
+        Container {
+            id: id.to_string(),
+            name: id.to_string(),
+            image: "app:v1".to_string(),
+            labels: BTreeMap::from([
+                (labels::ROLE.to_string(), "web".to_string()),
+                (labels::HOST.to_string(), "h1".to_string()),
+                (labels::GENERATION.to_string(), "1".to_string()),
+                (labels::HASH.to_string(), "h".to_string()),
+            ]),
+            state,
+            nano_cpus: 0,
+            memory,
+            ip: None,
+        }
+    }
+
+    /// The drift kinds of the planner's actions for `observed`.
+    fn kinds(desired: Option<&Desired>, observed: &[Container]) -> Vec<Option<&'static str>> {
+        let plan = plan::plan(desired, observed);
+        plan.actions.iter().map(|a| drift_kind(a, plan.state)).collect()
+    }
+
+    #[test]
+    fn drift_kinds_follow_the_planners_actions() {
+        let converged = desired(1);
+        let running = container("a", ContainerState::Running, 256 << 20);
+        assert_eq!(kinds(Some(&converged), &[]), [Some("recreate_missing")]);
+        let exited = container("a", ContainerState::Exited, 256 << 20);
+        assert_eq!(kinds(Some(&converged), &[exited]), [Some("restart_stopped")]);
+        let shrunk = container("a", ContainerState::Running, 128 << 20);
+        assert_eq!(kinds(Some(&converged), &[shrunk]), [Some("resources_restored")]);
+        let twin = container("b", ContainerState::Running, 256 << 20);
+        assert_eq!(kinds(Some(&converged), &[running.clone(), twin]), [Some("duplicate_removed")]);
+        // Progress and removals of a unit no longer desired are not drift.
+        assert_eq!(kinds(Some(&desired(0)), &[]), [None]);
+        assert_eq!(kinds(None, &[running]), [None]);
+    }
+}
