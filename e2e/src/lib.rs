@@ -280,3 +280,61 @@ pub fn until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The seed of a randomised suite: `BALLAST_FAULT_SEED` when set (to replay a run), else one taken from the clock.
+pub fn fault_seed() -> Result<u64> {
+    match std::env::var("BALLAST_FAULT_SEED") {
+        Ok(text) => text.trim().parse().with_context(|| format!("BALLAST_FAULT_SEED={text:?} is not a number")),
+        Err(_) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            // Small enough to type back in.
+            Ok(now.as_nanos() as u64 % 1_000_000_000)
+        }
+    }
+}
+
+/// A small seeded random generator (SplitMix64): the same seed gives the same decisions, on every machine and
+/// whatever crate versions are in use.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        let r = self.next_u64();
+        if n == 0 {
+            0
+        } else {
+            r % n
+        }
+    }
+
+    /// A number in `low..=high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high.saturating_sub(low) + 1)
+    }
+
+    /// One of `items` (which must not be empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
