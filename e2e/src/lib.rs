@@ -284,7 +284,9 @@ pub fn until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option
 /// The seed of a randomised suite: `BALLAST_FAULT_SEED` when set (to replay a run), else one taken from the clock.
 pub fn fault_seed() -> Result<u64> {
     match std::env::var("BALLAST_FAULT_SEED") {
-        Ok(text) => text.trim().parse().with_context(|| format!("BALLAST_FAULT_SEED={text:?} is not a number")),
+        Ok(text) => {
+            text.trim().parse().with_context(|| format!("BALLAST_FAULT_SEED={text:?} is not a number"))
+        }
         Err(_) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
             // Small enough to type back in.

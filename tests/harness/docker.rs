@@ -249,3 +249,17 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
+
+/// Removes, on drop, every container labelled with the given test host name (`ballast.host=NAME`), whatever
+/// the test did. Tests give each host a unique name, so they never touch each other's containers.
+pub struct HostCleanup(pub String);
+
+impl Drop for HostCleanup {
+    fn drop(&mut self) {
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=ballast.host={}", self.0)]) {
+            for id in ids.split_whitespace() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}

@@ -5,20 +5,8 @@ use std::process::Command;
 
 use anyhow::{ensure, Result};
 use ballast_tests::ballastd::{ballast_command, Stack};
-use ballast_tests::docker::{docker, ensure_image, unique_name};
-
-/// Removes every container of a test host at the end.
-struct HostCleanup(String);
-
-impl Drop for HostCleanup {
-    fn drop(&mut self) {
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=ballast.host={}", self.0)]) {
-            for id in ids.split_whitespace() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-    }
-}
+use ballast_tests::docker::HostCleanup;
+use ballast_tests::docker::{ensure_image, unique_name};
 
 fn spec(host: &str, image: &str) -> String {
     format!(

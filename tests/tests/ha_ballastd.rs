@@ -13,6 +13,7 @@ use ballast_operator::store::{Actor, Store};
 use ballast_specs::wire::UnitState;
 use ballast_specs::Object;
 use ballast_tests::ballastd::{Ballastd, Options};
+use ballast_tests::docker::HostCleanup;
 use ballast_tests::docker::{self, docker, ensure_image, unique_name};
 use ballast_tests::process;
 use ballast_tests::wait::until;
@@ -29,19 +30,6 @@ struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
-}
-
-/// Removes every container of the test host at the end, whatever happened.
-struct HostCleanup(String);
-
-impl Drop for HostCleanup {
-    fn drop(&mut self) {
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=ballast.host={}", self.0)]) {
-            for id in ids.split_whitespace() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-    }
 }
 
 async fn start(etcd: &TestEtcd) -> Result<Ballastd> {

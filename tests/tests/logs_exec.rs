@@ -19,7 +19,8 @@ use ballast_operator::hosts::ssh::SshHost;
 use ballast_operator::hosts::{DockerHost, HostError, LogStream, EXEC_OUTPUT_LIMIT};
 use ballast_specs::wire::{Event, ExecResponse, List};
 use ballast_tests::ballastd::{ballast_command, Ballastd, Options};
-use ballast_tests::docker::{self, app_config, docker, ensure_image, unique_name, Cleanup, APP_V1};
+use ballast_tests::docker::HostCleanup;
+use ballast_tests::docker::{self, app_config, ensure_image, unique_name, Cleanup, APP_V1};
 use ballast_tests::sshd::TestSshd;
 use ballast_tests::wait::until;
 use ballast_tests::TestEtcd;
@@ -30,19 +31,6 @@ const WRITE: &str = "alice-secret-token";
 const READ: &str = "ci-secret-token-1";
 const ROLE: &str = "app";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Removes every container of a test host at the end, whatever happened.
-struct HostCleanup(String);
-
-impl Drop for HostCleanup {
-    fn drop(&mut self) {
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=ballast.host={}", self.0)]) {
-            for id in ids.split_whitespace() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-    }
-}
 
 /// A `ballast logs -f` running in the background, its stdout lines sent to a channel; killed on drop.
 struct Follower {

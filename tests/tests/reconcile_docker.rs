@@ -15,6 +15,7 @@ use ballast_operator::store::etcd::EtcdStore;
 use ballast_operator::store::{Actor, Store};
 use ballast_specs::wire::{UnitState, UnitStatus};
 use ballast_specs::{Object, Role};
+use ballast_tests::docker::HostCleanup;
 use ballast_tests::docker::{self, docker, ensure_image, inspect_field, unique_name};
 use ballast_tests::sshd::TestSshd;
 use ballast_tests::wait::until;
@@ -98,19 +99,6 @@ impl Operator {
     async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
-    }
-}
-
-/// Removes every container of a test host at the end, whatever happened.
-struct HostCleanup(String);
-
-impl Drop for HostCleanup {
-    fn drop(&mut self) {
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=ballast.host={}", self.0)]) {
-            for id in ids.split_whitespace() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
     }
 }
 
