@@ -35,7 +35,9 @@ pub fn desired(
     let hash = hash(role, control, secrets);
     let halted = statuses.iter().any(|s| {
         s.role == role.metadata.name
-            && s.failed.as_ref().is_some_and(|f| f.hash == hash && f.retry == control.retry)
+            && s.failed.as_ref().is_some_and(|f| {
+                f.hash == hash && f.retry == control.retry && f.generation == role.metadata.generation
+            })
     });
     let converged_generation = statuses
         .iter()

@@ -491,7 +491,11 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
             match execute(ctx, &*client, unit, Some(role), &control, secrets.as_ref(), action).await {
                 Ok(()) => count_drift(ctx, action, plan.state),
                 Err(ExecError::Failed(reason)) => {
-                    let failed = FailedRollout { hash: desired.hash.clone(), retry: control.retry };
+                    let failed = FailedRollout {
+                        hash: desired.hash.clone(),
+                        retry: control.retry,
+                        generation: role.metadata.generation,
+                    };
                     let mut status = status_for(ctx, unit, role, UnitState::Failed, reason.clone(), None);
                     status.failed = Some(failed);
                     ctx.report(unit, status).await?;

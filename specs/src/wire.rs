@@ -116,6 +116,9 @@ pub struct UnitStatus {
 pub struct FailedRollout {
     pub hash: String,
     pub retry: u64,
+    /// The role generation the rollout failed at: any later spec change tries again.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

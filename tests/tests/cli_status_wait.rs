@@ -9,10 +9,14 @@ use ballast_tests::docker::HostCleanup;
 use ballast_tests::docker::{ensure_image, unique_name};
 
 fn spec(host: &str, image: &str) -> String {
+    spec_with_timeout(host, image, "5s")
+}
+
+fn spec_with_timeout(host: &str, image: &str, deploy_timeout: &str) -> String {
     format!(
         "apiVersion: ballast/v1\nkind: Host\nmetadata: {{name: {host}}}\nspec: {{address: 'unix:///var/run/docker.sock'}}\n\
          ---\napiVersion: ballast/v1\nkind: Role\nmetadata: {{name: web}}\nspec:\n  hosts: [{host}]\n  image: {image}\n  \
-         health: {{http: {{path: /up, port: 3000}}, interval: 200ms, timeout: 1s}}\n  deployTimeout: 5s\n"
+         health: {{http: {{path: /up, port: 3000}}, interval: 200ms, timeout: 1s}}\n  deployTimeout: {deploy_timeout}\n"
     )
 }
 
@@ -74,8 +78,8 @@ async fn status_wait_draws_live_on_a_terminal_and_plain_lines_elsewhere() -> Res
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Timeout: exit 2 (a retry makes the unit progress again; 1s is too short for a 5s deploy timeout).
-    stack.ballast(&["rollout", "retry", "web"]);
+    // Timeout: exit 2. A new generation that cannot get healthy within the wait (its deploy timeout is long).
+    apply(&stack, &dir, &spec_with_timeout(&host, "ballast-test/app:bad", "60s"))?;
     let out = stack.ballast(&["status", "--wait", "--timeout", "1s"]);
     ensure!(
         out.status.code() == Some(2),
