@@ -87,8 +87,10 @@ fn statuses(ballastd: &Ballastd) -> Result<Vec<UnitStatus>> {
     Ok(list.items)
 }
 
-/// Containers of `role` on host `i` that Docker created since `since` (unix seconds), from its event log.
-fn creates(rig: &Rig, i: usize, role: &str, since: &str) -> Result<usize> {
+/// Containers of `role` made from `image` that Docker on host `i` created since `since` (the daemon's own
+/// RFC 3339 time, to the nanosecond: a whole second would also count the previous rollout's container when it
+/// was created in the same second), from its event log.
+fn creates(rig: &Rig, i: usize, role: &str, image: &str, since: &str) -> Result<usize> {
     let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 1;
     let out = rig.docker(
         i,
@@ -102,6 +104,8 @@ fn creates(rig: &Rig, i: usize, role: &str, since: &str) -> Result<usize> {
             "event=create",
             "--filter",
             &format!("label=ballast.role={role}"),
+            "--filter",
+            &format!("image={image}"),
             "--format",
             "{{.ID}}",
         ],
@@ -131,8 +135,7 @@ async fn a_leader_killed_during_a_rollout_is_replaced_and_the_rollout_finishes_o
     ok(&standby, &["status", "--wait", "--timeout", "90s"])?;
     ensure!(leads(&standby) == Some(false), "the standby leads");
 
-    let since = rig.docker(1, &["info", "--format", "{{.SystemTime}}"])?;
-    let since = since.split('.').next().unwrap_or(&since).to_string();
+    let since = rig.docker(1, &["info", "--format", "{{.SystemTime}}"])?.trim().to_string();
     std::fs::write(&file, roles(&rig, &rig.image("v2")))?;
     ok(&standby, &["apply", "-f", file.to_str().context("path")?])?;
     // Kill the leader in the middle of the rollout: once the new container exists.
@@ -156,7 +159,10 @@ async fn a_leader_killed_during_a_rollout_is_replaced_and_the_rollout_finishes_o
         let ids = rig.containers(i, &format!("ballast.role={role}"))?;
         ensure!(ids.len() == 1, "{} containers of {role} on h{i}", ids.len());
     }
-    ensure!(creates(&rig, 1, "web", &since)? == 1, "the rollout created more than one new container");
+    ensure!(
+        creates(&rig, 1, "web", &rig.image("v2"), &since)? == 1,
+        "the rollout created more than one new container"
+    );
     let web = statuses(&standby)?.into_iter().find(|s| s.role == "web").context("web status")?;
     ensure!(web.state == UnitState::Converged && web.image.ends_with(":v2"), "{web:?}");
     drop(leader);
