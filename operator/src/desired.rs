@@ -1,7 +1,7 @@
 //! From a role's spec to what one unit should run: the planner's [`Desired`] and the executor's [`ContainerConfig`].
 //! Pure: the secret values come in as an argument.
 
-use ballast_specs::wire::UnitStatus;
+use ballast_specs::wire::FailedRollout;
 use ballast_specs::{Role, RoleControl};
 
 use crate::aws::ResolvedSecrets;
@@ -23,27 +23,19 @@ pub fn hash(role: &Role, control: &RoleControl, secrets: Option<&ResolvedSecrets
     })
 }
 
-/// What the planner compares for the unit (`role` on `host`). `statuses` are the role's stored unit statuses:
-/// they tell whether a rollout of this hash already failed (then the unit is halted) and where the unit last converged.
+/// What the planner compares for the unit (`role` on `host`). `failures` are the role's failed rollouts, from its
+/// units' stored statuses (any host): a failure of this very hash, retry count and generation halts the unit.
+/// `converged_generation` is the generation the unit last converged at (0 if never).
 pub fn desired(
     role: &Role,
     host: &str,
     control: &RoleControl,
     secrets: Option<&ResolvedSecrets>,
-    statuses: &[UnitStatus],
+    failures: &[FailedRollout],
+    converged_generation: u64,
 ) -> Desired {
     let hash = hash(role, control, secrets);
-    let halted = statuses.iter().any(|s| {
-        s.role == role.metadata.name
-            && s.failed.as_ref().is_some_and(|f| {
-                f.hash == hash && f.retry == control.retry && f.generation == role.metadata.generation
-            })
-    });
-    let converged_generation = statuses
-        .iter()
-        .find(|s| s.role == role.metadata.name && s.host == host)
-        .map(|s| s.observed_generation)
-        .unwrap_or(0);
+    let halted = failures.iter().any(|f| halts(f, &hash, control, role.metadata.generation));
     Desired {
         role: role.metadata.name.clone(),
         host: host.to_string(),
@@ -56,6 +48,11 @@ pub fn desired(
         halted,
         converged_generation,
     }
+}
+
+/// True when `failure` was a rollout of exactly this hash, retry count and generation: it must not be tried again.
+pub fn halts(failure: &FailedRollout, hash: &str, control: &RoleControl, generation: u64) -> bool {
+    failure.hash == hash && failure.retry == control.retry && failure.generation == generation
 }
 
 /// The container to create for the unit. `suffix` makes the name unique on the host.

@@ -155,15 +155,11 @@ impl Metrics {
         self.drift_corrections.get(&KindLabel { kind }).map_or(0, |c| c.get())
     }
 
-    /// Sets `ballast_units` from the states of every unit (each state listed, 0 included).
-    pub fn set_units(&self, states: impl IntoIterator<Item = UnitState>) {
-        let mut counts: HashMap<&'static str, i64> =
-            UNIT_STATES.iter().map(|s| (state_name(*s), 0)).collect();
-        for state in states {
-            *counts.entry(state_name(state)).or_default() += 1;
-        }
-        for (state, count) in counts {
-            self.units.get_or_create(&StateLabel { state }).set(count);
+    /// Sets `ballast_units` from the number of units in each state (each state listed, 0 included).
+    pub fn set_units(&self, counts: &HashMap<UnitState, i64>) {
+        for state in UNIT_STATES {
+            let count = counts.get(&state).copied().unwrap_or(0);
+            self.units.get_or_create(&StateLabel { state: state_name(state) }).set(count);
         }
     }
 
@@ -195,7 +191,7 @@ impl Metrics {
     /// Forgets what only the leader knows (units by state, hosts up), when leading ends.
     pub fn step_down(&self) {
         self.set_leader(false);
-        self.set_units([]);
+        self.set_units(&HashMap::new());
         let mut hosts = self.lock_hosts();
         for host in hosts.keys() {
             self.host_up.remove(&HostLabel { host: host.clone() });
@@ -238,7 +234,7 @@ mod tests {
         metrics.reconciled("ok", Duration::from_millis(12));
         metrics.reconciled("unreachable", Duration::from_millis(3));
         metrics.drift_corrected("recreate_missing");
-        metrics.set_units([UnitState::Converged, UnitState::Converged, UnitState::Failed]);
+        metrics.set_units(&HashMap::from([(UnitState::Converged, 2), (UnitState::Failed, 1)]));
         metrics.host_seen("web-1", false);
         metrics.host_seen("web-1", true);
         metrics.converged(Duration::from_secs(3));
@@ -265,7 +261,7 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         metrics.set_leader(true);
-        metrics.set_units([UnitState::Converged]);
+        metrics.set_units(&HashMap::from([(UnitState::Converged, 1)]));
         metrics.host_seen("web-1", true);
         metrics.step_down();
         let text = render(&registry);

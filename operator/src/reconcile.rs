@@ -4,7 +4,7 @@
 //! Leadership is checked right before each action: a process that no longer leads stops at the next step
 //! with `NotLeader` (its status and event writes are fenced in the store as well).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,7 +98,7 @@ pub struct Context {
     /// One rollout per role at a time: hosts of a role roll one by one.
     rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The last status written per unit, so a status is written only when it changes.
-    statuses: Mutex<HashMap<Unit, UnitStatus>>,
+    statuses: Mutex<Statuses>,
     /// The generation each role with secrets was last resolved at: a new one re-reads its secret.
     secret_generations: Mutex<HashMap<String, u64>>,
     metrics: Arc<Metrics>,
@@ -106,6 +106,54 @@ pub struct Context {
     leading: Option<watch::Receiver<bool>>,
     /// Per role, the generation its units are converging to, for `ballast_converge_seconds`.
     convergence: Mutex<HashMap<String, Convergence>>,
+}
+
+/// The last status of every unit, indexed for what each reconcile asks: a unit's own status, its role's failed
+/// rollouts, and how many units are in each state. Every lookup is independent of the number of units, so a
+/// full resync of N hosts costs O(N), not O(N²).
+#[derive(Default)]
+struct Statuses {
+    by_unit: HashMap<Unit, UnitStatus>,
+    /// Per role, the hosts whose status records a failed rollout (usually none).
+    failed: HashMap<String, BTreeSet<String>>,
+    /// Units per state, for `ballast_units`.
+    counts: HashMap<UnitState, i64>,
+}
+
+impl Statuses {
+    fn get(&self, unit: &Unit) -> Option<&UnitStatus> {
+        self.by_unit.get(unit)
+    }
+
+    fn insert(&mut self, unit: Unit, status: UnitStatus) {
+        self.remove(&unit);
+        if status.failed.is_some() {
+            self.failed.entry(unit.role.clone()).or_default().insert(unit.host.clone());
+        }
+        *self.counts.entry(status.state).or_default() += 1;
+        self.by_unit.insert(unit, status);
+    }
+
+    fn remove(&mut self, unit: &Unit) -> Option<UnitStatus> {
+        let old = self.by_unit.remove(unit)?;
+        if let Some(hosts) = self.failed.get_mut(&unit.role) {
+            hosts.remove(&unit.host);
+            if hosts.is_empty() {
+                self.failed.remove(&unit.role);
+            }
+        }
+        *self.counts.entry(old.state).or_default() -= 1;
+        Some(old)
+    }
+
+    /// The statuses of `role`'s units that record a failed rollout.
+    fn failures(&self, role: &str) -> Vec<&UnitStatus> {
+        let Some(hosts) = self.failed.get(role) else { return Vec::new() };
+        hosts
+            .iter()
+            .filter_map(|host| self.by_unit.get(&Unit { role: role.to_string(), host: host.clone() }))
+            .collect()
+    }
 }
 
 /// A role's newest generation: when it was first seen, and whether all its units got there.
@@ -210,6 +258,7 @@ impl Context {
         for s in stored {
             statuses.insert(Unit { role: s.role.clone(), host: s.host.clone() }, s);
         }
+        self.metrics.set_units(&statuses.counts);
         Ok(())
     }
 
@@ -218,11 +267,38 @@ impl Context {
         self.lock_statuses().get(unit).cloned()
     }
 
-    fn role_statuses(&self, role: &str) -> Vec<UnitStatus> {
-        self.lock_statuses().values().filter(|s| s.role == role).cloned().collect()
+    /// The role's failed rollouts (from its units' statuses, on any host), for the planner's halt check.
+    fn failures(&self, role: &str) -> Vec<FailedRollout> {
+        self.lock_statuses().failures(role).into_iter().filter_map(|s| s.failed.clone()).collect()
     }
 
-    fn lock_statuses(&self) -> std::sync::MutexGuard<'_, HashMap<Unit, UnitStatus>> {
+    /// What the planner compares for `unit`.
+    fn desired(
+        &self,
+        role: &Role,
+        unit: &Unit,
+        control: &RoleControl,
+        secrets: Option<&ResolvedSecrets>,
+    ) -> plan::Desired {
+        let converged = self.status(unit).map(|s| s.observed_generation).unwrap_or(0);
+        desired::desired(role, &unit.host, control, secrets, &self.failures(&unit.role), converged)
+    }
+
+    /// Why a unit with no failure of its own is halted: the host where its role's rollout failed, and why.
+    fn halted_by(&self, role: &Role, hash: &str, control: &RoleControl) -> Option<String> {
+        let statuses = self.lock_statuses();
+        let generation = role.metadata.generation;
+        let failed = statuses
+            .failures(&role.metadata.name)
+            .into_iter()
+            .find(|s| s.failed.as_ref().is_some_and(|f| desired::halts(f, hash, control, generation)))?;
+        Some(format!(
+            "halted: the rollout failed on {}: {}; `ballast rollout retry {}` tries it again",
+            failed.host, failed.message, role.metadata.name
+        ))
+    }
+
+    fn lock_statuses(&self) -> std::sync::MutexGuard<'_, Statuses> {
         self.statuses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -264,14 +340,14 @@ impl Context {
         self.store.put_status(&status).await?;
         let mut statuses = self.lock_statuses();
         statuses.insert(unit.clone(), status);
-        self.metrics.set_units(statuses.values().map(|s| s.state));
+        self.metrics.set_units(&statuses.counts);
         Ok(())
     }
 
     async fn forget(&self, unit: &Unit) -> Result<(), StoreError> {
         if self.lock_statuses().remove(unit).is_some() {
             self.store.delete_status(&unit.role, &unit.host).await?;
-            self.metrics.set_units(self.lock_statuses().values().map(|s| s.state));
+            self.metrics.set_units(&self.lock_statuses().counts);
         }
         Ok(())
     }
@@ -374,13 +450,7 @@ pub async fn plan_unit(
         Some(role) => {
             let control = control_of(snapshot, &role.metadata.name);
             let secrets = ctx.secrets_of(role).await?;
-            Some(desired::desired(
-                role,
-                &unit.host,
-                &control,
-                secrets.as_ref(),
-                &ctx.role_statuses(&unit.role),
-            ))
+            Some(ctx.desired(role, unit, &control, secrets.as_ref()))
         }
         None => None,
     };
@@ -467,12 +537,11 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
             }
             continue;
         };
-        let desired =
-            desired::desired(role, &unit.host, &control, secrets.as_ref(), &ctx.role_statuses(&unit.role));
+        let desired = ctx.desired(role, unit, &control, secrets.as_ref());
         let plan = plan::plan(Some(&desired), &observed);
         let current = observed.iter().find(|c| c.labels.get(labels::HASH) == Some(&desired.hash));
         if plan.actions.is_empty() {
-            let status = settled_status(ctx, unit, role, &plan, current);
+            let status = settled_status(ctx, unit, role, &control, &desired.hash, &plan, current);
             ctx.report(unit, status).await?;
             ctx.check_converged(role);
             return Ok(plan.state);
@@ -664,20 +733,24 @@ async fn execute(
     Ok(())
 }
 
-/// The status of a unit whose plan is empty.
+/// The status of a unit whose plan is empty. `hash` is the desired container's.
 fn settled_status(
     ctx: &Context,
     unit: &Unit,
     role: &Role,
+    control: &RoleControl,
+    hash: &str,
     plan: &Plan,
     current: Option<&Container>,
 ) -> UnitStatus {
     let mut message = plan.message.clone();
     if plan.state == UnitState::Failed {
-        // Keep the reason the rollout stopped.
-        if let Some(prev) = ctx.status(unit) {
-            message = prev.message;
-        }
+        message = match ctx.status(unit) {
+            // The rollout failed here: keep the reason it stopped.
+            Some(prev) if prev.failed.is_some() => prev.message,
+            // It failed on another host of the role: say where and why.
+            _ => ctx.halted_by(role, hash, control).unwrap_or_default(),
+        };
     }
     let mut status = status_for(ctx, unit, role, plan.state, message, current);
     match plan.state {
@@ -781,7 +854,7 @@ async fn needs_reconcile(
     let secrets = ctx.secrets_of(role).await?;
     let hash = desired::hash(role, &control, secrets.as_ref());
     let current = observed.iter().find(|c| c.labels.get(labels::HASH) == Some(&hash));
-    let mut expected = settled_status(ctx, unit, role, &plan, current);
+    let mut expected = settled_status(ctx, unit, role, &control, &hash, &plan, current);
     Ok(match ctx.status(unit) {
         Some(stored) => {
             expected.since = stored.since;

@@ -295,6 +295,30 @@ async fn failed_rollout_keeps_the_old_container_and_recovers_when_fixed() {
 }
 
 #[tokio::test]
+async fn a_rollout_that_fails_on_one_host_halts_the_others_and_says_where() {
+    let rig = Rig::start().await;
+    rig.apply(vec![role("api", &["h1", "h2"], V1, json!({"memory": "256m"}), true)]).await;
+    rig.converged(&[("api", "h1"), ("api", "h2")]).await;
+    rig.update("api", |r| r.spec.image = BAD.into()).await;
+    let statuses = rig
+        .wait_status("both failed", |s| {
+            s.iter().filter(|s| s.role == "api" && s.state == UnitState::Failed).count() == 2
+                && s.iter().all(|s| !s.message.is_empty())
+        })
+        .await;
+    // One host tried and failed; the other was never tried and names it.
+    let (tried, halted): (Vec<&UnitStatus>, Vec<&UnitStatus>) =
+        statuses.iter().filter(|s| s.role == "api").partition(|s| s.failed.is_some());
+    assert_eq!((tried.len(), halted.len()), (1, 1), "{statuses:#?}");
+    assert!(tried[0].message.contains("not healthy"), "{}", tried[0].message);
+    let expected = format!("halted: the rollout failed on {}: {}", tried[0].host, tried[0].message);
+    assert!(halted[0].message.starts_with(&expected), "{}", halted[0].message);
+    assert!(halted[0].message.contains("ballast rollout retry api"), "{}", halted[0].message);
+    assert_eq!(rig.host(&halted[0].host).calls("create"), 1, "the halted host was never tried");
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn retry_tries_a_failed_rollout_again() {
     let rig = Rig::start().await;
     rig.apply(datalake()).await;

@@ -4,6 +4,7 @@
 //! - [`ballastd`]: the real `ballastd` and `ballast` binaries, built once and run on free ports.
 //! - [`moto`]: a throwaway moto server (AWS API mock) on a free loopback port, killed on drop.
 //! - [`docker`]: the local Docker engine, test images, and cleanup of the containers a test made.
+//! - [`docker_proxy`]: a recording proxy in front of a Docker socket, to count and time API calls.
 //! - [`sshd`]: a throwaway sshd on loopback with its own host key, client key and known_hosts.
 //! - [`objects`]: sample hosts and roles.
 //! - [`process`]: whether a process still runs; killing one by PID.
@@ -11,6 +12,7 @@
 
 pub mod ballastd;
 pub mod docker;
+pub mod docker_proxy;
 pub mod etcd;
 pub mod moto;
 pub mod objects;

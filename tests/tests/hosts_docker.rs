@@ -2,7 +2,7 @@
 //! over SSH through a real sshd (`SshHost`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ballast_operator::hosts::local::LocalHost;
@@ -16,6 +16,7 @@ use ballast_tests::docker::{
     app_config, app_image, container_exists, docker, inspect_field, push_app, unique_name, write_htpasswd,
     Cleanup, TestRegistry, SOCKET,
 };
+use ballast_tests::docker_proxy::Proxy;
 use ballast_tests::sshd::TestSshd;
 use ballast_tests::wait::until;
 use futures::StreamExt as _;
@@ -269,6 +270,69 @@ async fn events_of_labelled_containers_only() -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// How many times the proxy saw `id` inspected since `since`.
+fn inspects(proxy: &Proxy, since: Instant, id: &str) -> usize {
+    proxy
+        .since(since)
+        .iter()
+        .filter(|c| c.method == "GET" && c.target.contains(&format!("/containers/{id}/json")))
+        .count()
+}
+
+/// `list` reuses a container's inspect while the host's events stream is open and says nothing about it, and
+/// inspects again after an event names it (an out-of-band `docker update` is seen); with no stream it
+/// inspects every time. Calls are counted by a recording proxy in front of the real engine.
+#[tokio::test]
+async fn list_reuses_inspects_only_while_the_events_stream_vouches_for_them() -> Result<()> {
+    app_image()?;
+    let dir = tempfile::tempdir()?;
+    let proxy = Proxy::start(&dir.path().join("docker.sock"), std::path::Path::new(SOCKET))?;
+    let host = LocalHost::new(proxy.path());
+    let cleanup = Cleanup::new();
+    let name = cleanup.container(&unique_name("hosts-cache"));
+    let id = host.create(&ContainerConfig { memory: 64 << 20, ..app_config(&name, "cache")? }).await?;
+    host.start(&id).await?;
+    let listed = |containers: Vec<ballast_operator::hosts::Container>| {
+        containers.into_iter().find(|c| c.id == id).ok_or_else(|| anyhow!("{id} not listed"))
+    };
+
+    // No events stream: every list inspects.
+    let t = Instant::now();
+    listed(host.list().await?)?;
+    listed(host.list().await?)?;
+    assert_eq!(inspects(&proxy, t, &id), 2, "no stream: one inspect per list");
+
+    // Stream open: the first list inspects, the next ones reuse it.
+    let mut events = host.events().await?;
+    let t = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(listed(host.list().await?)?.memory, 64 << 20);
+    }
+    assert_eq!(inspects(&proxy, t, &id), 1, "stream open: inspected once for three lists");
+
+    // A change made behind ballast's back arrives as an event; after it, the list shows the new limit.
+    docker(&["update", "--memory", "96m", "--memory-swap", "-1", &id])?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .map_err(|_| anyhow!("no update event within 30s"))?
+            .ok_or_else(|| anyhow!("events stream ended"))?;
+        if event.container_id == id && event.action == "update" {
+            break;
+        }
+    }
+    assert_eq!(listed(host.list().await?)?.memory, 96 << 20, "the update event dropped the cached inspect");
+
+    // The stream gone: back to inspecting on every list.
+    drop(events);
+    let t = Instant::now();
+    listed(host.list().await?)?;
+    listed(host.list().await?)?;
+    assert_eq!(inspects(&proxy, t, &id), 2, "stream closed: one inspect per list");
+    Ok(())
 }
 
 #[tokio::test]

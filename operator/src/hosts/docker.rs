@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::{ready, Future};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
@@ -11,8 +12,9 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerUpdateBody,
-    EventMessage, ExecConfig, HostConfig, HostConfigLogConfig, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum,
+    ContainerUpdateBody, EventMessage, ExecConfig, HostConfig, HostConfigLogConfig, PortMap, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
@@ -78,20 +80,119 @@ where
     .expect("a custom transport client is built without I/O")
 }
 
+/// Inspected containers of one host, reused by `list` while an open events stream of that host vouches that
+/// nothing changed them: every event naming a container drops its entry, and the whole cache is dropped when
+/// the last stream ends (a broken stream may have missed anything). With no stream open nothing is reused.
+#[derive(Clone, Default)]
+pub(super) struct InspectCache(Arc<Mutex<CacheState>>);
+
+#[derive(Default)]
+struct CacheState {
+    /// Open events streams.
+    streams: usize,
+    /// Bumped by every event and every stream opened or closed.
+    epoch: u64,
+    /// The epoch of the last stream opened or closed: an inspect begun before it is not kept.
+    reset_at: u64,
+    entries: HashMap<String, Entry>,
+}
+
+enum Entry {
+    Inspected(Container),
+    /// An event named the container at this epoch: an inspect begun before it is not kept.
+    Changed(u64),
+}
+
+impl InspectCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached inspect of `id`, if it may be reused and Docker's list shows it in the same state.
+    fn get(&self, id: &str, listed: Option<ContainerState>) -> Option<Container> {
+        let state = self.lock();
+        if state.streams == 0 {
+            return None;
+        }
+        match state.entries.get(id) {
+            Some(Entry::Inspected(cached)) if listed.is_none_or(|s| s == cached.state) => {
+                Some(cached.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Keeps an inspect begun at `epoch`, unless a stream opened or closed, or an event named the
+    /// container, since.
+    fn put(&self, epoch: u64, container: &Container) {
+        let mut state = self.lock();
+        let changed_since =
+            matches!(state.entries.get(&container.id), Some(Entry::Changed(at)) if *at > epoch);
+        if state.streams > 0 && epoch >= state.reset_at && !changed_since {
+            state.entries.insert(container.id.clone(), Entry::Inspected(container.clone()));
+        }
+    }
+
+    /// Drops entries of containers no longer listed.
+    fn retain(&self, listed: &[String]) {
+        self.lock().entries.retain(|id, _| listed.contains(id));
+    }
+
+    fn forget(&self, id: &str) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        let epoch = state.epoch;
+        state.entries.insert(id.to_string(), Entry::Changed(epoch));
+    }
+
+    fn reset(&self, streams: impl FnOnce(usize) -> usize) {
+        let mut state = self.lock();
+        state.streams = streams(state.streams);
+        state.epoch += 1;
+        state.reset_at = state.epoch;
+        state.entries.clear();
+    }
+
+    fn stream_opened(&self) {
+        self.reset(|n| n + 1);
+    }
+
+    fn stream_closed(&self) {
+        self.reset(|n| n.saturating_sub(1));
+    }
+}
+
 /// Containers carrying `ballast.role`, in any state, with their resource limits.
 ///
 /// Docker's list does not report limits or the image reference as given at create, so each listed
-/// container is inspected (a few at a time): one list plus one inspect per container.
-pub(super) async fn list(docker: &Docker) -> Result<Vec<Container>, HostError> {
+/// container is inspected (a few at a time), unless `cache` holds it: on a host whose events stream is open,
+/// a converged host costs one list call.
+pub(super) async fn list(docker: &Docker, cache: &InspectCache) -> Result<Vec<Container>, HostError> {
     let filters = HashMap::from([("label".to_string(), vec![ROLE_LABEL.to_string()])]);
     let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+    let epoch = cache.epoch();
     let summaries = bounded(CALL_TIMEOUT, docker.list_containers(Some(options))).await?;
-    let inspected: Vec<Result<Option<Container>, HostError>> =
-        stream::iter(summaries.into_iter().filter_map(|s| s.id))
-            .map(|id| async move { inspect(docker, &id).await })
-            .buffered(INSPECT_CONCURRENCY)
-            .collect()
-            .await;
+    let listed: Vec<(String, Option<ContainerState>)> =
+        summaries.into_iter().filter_map(|s| Some((s.id?, s.state.and_then(summary_state)))).collect();
+    cache.retain(&listed.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    let inspected: Vec<Result<Option<Container>, HostError>> = stream::iter(listed)
+        .map(|(id, state)| async move {
+            if let Some(cached) = cache.get(&id, state) {
+                return Ok(Some(cached));
+            }
+            let container = inspect(docker, &id).await?;
+            if let Some(c) = &container {
+                cache.put(epoch, c);
+            }
+            Ok(container)
+        })
+        .buffered(INSPECT_CONCURRENCY)
+        .collect()
+        .await;
     let mut containers = Vec::with_capacity(inspected.len());
     for result in inspected {
         // `None`: removed between the list and the inspect.
@@ -100,6 +201,20 @@ pub(super) async fn list(docker: &Docker) -> Result<Vec<Container>, HostError> {
         }
     }
     Ok(containers)
+}
+
+/// The state in Docker's list answer, as the inspect would report it (`None`: not said).
+fn summary_state(state: ContainerSummaryStateEnum) -> Option<ContainerState> {
+    Some(match state {
+        ContainerSummaryStateEnum::EMPTY => return None,
+        ContainerSummaryStateEnum::CREATED => ContainerState::Created,
+        ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::STOPPING => ContainerState::Running,
+        ContainerSummaryStateEnum::PAUSED => ContainerState::Paused,
+        ContainerSummaryStateEnum::RESTARTING => ContainerState::Restarting,
+        ContainerSummaryStateEnum::REMOVING => ContainerState::Removing,
+        ContainerSummaryStateEnum::EXITED => ContainerState::Exited,
+        ContainerSummaryStateEnum::DEAD => ContainerState::Dead,
+    })
 }
 
 pub(super) async fn inspect(docker: &Docker, id: &str) -> Result<Option<Container>, HostError> {
@@ -197,7 +312,10 @@ pub(super) async fn update_resources(
 
 /// Container events of ballast-labelled containers. Subscribes from the engine's current time, so an
 /// event that happens between this call and the stream's first poll is still delivered.
-pub(super) async fn events(docker: &Docker) -> Result<BoxStream<'static, HostEvent>, HostError> {
+pub(super) async fn events(
+    docker: &Docker,
+    cache: &InspectCache,
+) -> Result<BoxStream<'static, HostEvent>, HostError> {
     let info = bounded(CALL_TIMEOUT, docker.info()).await?;
     let since = info.system_time.as_deref().and_then(unix_timestamp);
     let filters = HashMap::from([
@@ -215,7 +333,49 @@ pub(super) async fn events(docker: &Docker) -> Result<BoxStream<'static, HostEve
             ready(item.is_ok())
         })
         .filter_map(|item| ready(item.ok().and_then(host_event)));
-    Ok(events.boxed())
+    cache.stream_opened();
+    Ok(Watched { events: events.boxed(), cache: Some(cache.clone()) }.boxed())
+}
+
+/// An events stream that keeps the host's [`InspectCache`] honest: each event drops the entry of its
+/// container before it is passed on, and the end (or drop) of the stream drops the whole cache.
+struct Watched {
+    events: BoxStream<'static, HostEvent>,
+    /// `None` once the stream ended.
+    cache: Option<InspectCache>,
+}
+
+impl futures::Stream for Watched {
+    type Item = HostEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<HostEvent>> {
+        let polled = self.events.poll_next_unpin(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(event)) => {
+                if let Some(cache) = &self.cache {
+                    cache.forget(&event.container_id);
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(cache) = self.cache.take() {
+                    cache.stream_closed();
+                }
+            }
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache.take() {
+            cache.stream_closed();
+        }
+    }
 }
 
 /// A container's log lines. Docker is asked for timestamps, which become `LogLine::time`. A stream error

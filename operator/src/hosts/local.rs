@@ -22,6 +22,8 @@ use super::{
 /// nothing is dialled until the first call, so a missing socket shows as `Unreachable` on each call.
 pub struct LocalHost {
     docker: Docker,
+    /// Inspects reused while this host's events stream is open.
+    inspected: docker::InspectCache,
 }
 
 /// Opens one socket connection per pooled HTTP connection.
@@ -33,14 +35,14 @@ struct Socket {
 impl LocalHost {
     pub fn new(socket: impl AsRef<Path>) -> LocalHost {
         let socket = Socket { path: Arc::new(socket.as_ref().to_path_buf()) };
-        LocalHost { docker: docker::client(socket) }
+        LocalHost { docker: docker::client(socket), inspected: docker::InspectCache::default() }
     }
 }
 
 #[async_trait]
 impl DockerHost for LocalHost {
     async fn list(&self) -> Result<Vec<Container>, HostError> {
-        docker::list(&self.docker).await
+        docker::list(&self.docker, &self.inspected).await
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<Container>, HostError> {
@@ -90,7 +92,7 @@ impl DockerHost for LocalHost {
     }
 
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
-        docker::events(&self.docker).await
+        docker::events(&self.docker, &self.inspected).await
     }
 
     async fn logs(

@@ -47,6 +47,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct SshHost {
     link: Arc<Link>,
     docker: Docker,
+    /// Inspects reused while this host's events stream is open.
+    inspected: docker::InspectCache,
 }
 
 /// The SSH connection to one host, re-dialled when broken.
@@ -100,7 +102,7 @@ impl SshHost {
             state: Mutex::new(LinkState::default()),
         });
         let docker = docker::client(SocketChannels { link: link.clone() });
-        SshHost { link, docker }
+        SshHost { link, docker, inspected: docker::InspectCache::default() }
     }
 }
 
@@ -108,7 +110,7 @@ impl SshHost {
 impl DockerHost for SshHost {
     async fn list(&self) -> Result<Vec<Container>, HostError> {
         self.link.session().await?;
-        docker::list(&self.docker).await
+        docker::list(&self.docker, &self.inspected).await
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<Container>, HostError> {
@@ -173,7 +175,7 @@ impl DockerHost for SshHost {
 
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
         self.link.session().await?;
-        docker::events(&self.docker).await
+        docker::events(&self.docker, &self.inspected).await
     }
 
     /// A follow holds its own channel, like the events stream.

@@ -12,7 +12,6 @@ mod docker;
 mod fleet;
 mod floor;
 mod poller;
-mod proxy;
 mod report;
 mod stage;
 mod stats;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ballast_tests::TestEtcd;
 
-use crate::proxy::Proxy;
 use crate::{output, text, Bench};
+use ballast_tests::docker_proxy::Proxy;
 
 /// A running ballast: etcd, ballastd, and the proxies of its hosts.
 pub struct Stage {

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use crate::proxy::Call;
 use crate::stats::ms;
+use ballast_tests::docker_proxy::Call;
 
 /// One iteration, times in ms after its start (the command, or the drift).
 #[derive(Clone, Debug, Default)]

@@ -1,6 +1,7 @@
 //! A recording proxy in front of a Docker socket: every HTTP request that passes is logged with its method,
 //! path and the times its request line and its answer's status line went through. That counts the Docker API
-//! calls ballastd makes (it reaches the proxy's socket over SSH like any other), and times them.
+//! calls a client makes (ballastd reaches the proxy's socket over SSH like any other), and times them: the
+//! benchmark's breakdowns and the tests that count calls both use it.
 //!
 //! Each direction is followed as HTTP/1.1 messages (start line, headers, a body of `Content-Length` bytes or
 //! chunks), so a request line right after a body without a final newline is still seen. Without pipelining,
@@ -27,6 +28,8 @@ pub struct Call {
     pub method: String,
     /// The path without API version and query, ids replaced by `{id}`: `/containers/{id}/json`.
     pub path: String,
+    /// The request target as sent: `/v1.41/containers/4f1c…/json`.
+    pub target: String,
 }
 
 impl Call {
@@ -104,7 +107,8 @@ async fn relay(client: UnixStream, server: UnixStream, log: Log) {
         move |line| {
             if let Some((method, path)) = request_line(line) {
                 let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                log.push(Call { at: Instant::now(), answered: None, method, path });
+                let target = String::from_utf8_lossy(line).split(' ').nth(1).unwrap_or_default().to_string();
+                log.push(Call { at: Instant::now(), answered: None, method, path, target });
                 pending.lock().unwrap_or_else(|e| e.into_inner()).push_back(log.len() - 1);
             }
         }
