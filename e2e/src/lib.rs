@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ballast_tests::ballastd::Options;
 use ballast_tests::moto::REGION;
-use ballast_tests::TestEtcd;
+
+pub mod stage;
 
 static RIG_LOCK: Mutex<()> = Mutex::new(());
 
@@ -204,7 +205,7 @@ impl Drop for Rig {
 /// one, and `extra`. With `aws` (an AWS endpoint URL: a moto's, or a dead one), the AWS configuration of the
 /// environment points at it and the rig's registry is ECR (`--ecr-registry`); without it, a rig whose registry
 /// asks for credentials is refused (ballastd could not pull).
-pub fn ballastd_options(rig: &Rig, etcd: &TestEtcd, aws: Option<&str>, extra: &[&str]) -> Result<Options> {
+pub fn ballastd_options(rig: &Rig, etcd: &[String], aws: Option<&str>, extra: &[&str]) -> Result<Options> {
     let mut args = vec![
         "--ssh-key".to_string(),
         path_str(&rig.ssh_key())?.to_string(),
@@ -226,7 +227,7 @@ pub fn ballastd_options(rig: &Rig, etcd: &TestEtcd, aws: Option<&str>, extra: &[
         }
         None => {}
     }
-    Ok(Options { etcd: vec![etcd.endpoint()], args, env, ..Options::default() })
+    Ok(Options { etcd: etcd.to_vec(), args, env, ..Options::default() })
 }
 
 /// The standard AWS configuration of a process that talks to the AWS API at `endpoint` with test credentials.

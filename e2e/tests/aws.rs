@@ -2,17 +2,14 @@
 //! registry behind auth, Secrets Manager values injected as env, rotation rolling the role's containers by itself,
 //! a missing key reported without touching anything, and no secret value anywhere ballast writes or shows.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use ballast_e2e::{ballastd_options, until, Rig};
-use ballast_specs::wire::{List, UnitState, UnitStatus};
-use ballast_tests::ballastd::{closed_port, Ballastd};
-use ballast_tests::moto::TestMoto;
+use ballast_e2e::stage::{tail, text, Setup, Stage, WAIT};
+use ballast_e2e::{until, Rig};
+use ballast_specs::wire::UnitState;
+use ballast_tests::ballastd::closed_port;
 use ballast_tests::TestEtcd;
-
-const WAIT: Duration = Duration::from_secs(90);
 /// The secret every scenario reads, as in the seed deployment.
 const SECRET: &str = "data-lake/prod";
 /// `RUST_LOG` of the secrets scenario's ballastd: everything it logs is searched for secret values.
@@ -20,86 +17,13 @@ const LOG_LEVEL: &str = "trace";
 /// `--secrets-refresh` of the secrets scenario.
 const REFRESH: Duration = Duration::from_secs(3);
 
-/// A real etcd, a moto, a real ballastd on them configured for the rig (the rig's registry is ECR), and the rig's
-/// hosts applied.
-struct Stage {
-    ballastd: Ballastd,
-    etcd: TestEtcd,
-    moto: TestMoto,
-    specs: tempfile::TempDir,
-}
-
-impl Stage {
-    /// `extra`: more ballastd arguments; `env`: more ballastd environment.
-    async fn start(rig: &Rig, extra: &[&str], env: &[(&str, &str)]) -> Result<Stage> {
-        let etcd = TestEtcd::start().await?;
-        let moto = TestMoto::start().await?;
-        let ballastd = start_ballastd(rig, &etcd, &moto.endpoint(), extra, env).await?;
-        let stage = Stage { ballastd, etcd, moto, specs: tempfile::tempdir()? };
-        stage.ok(&["apply", "-f", rig.hosts_yaml().to_str().context("path")?])?;
-        Ok(stage)
+/// A stage whose ballastd has AWS (a moto), `args` and `env`.
+fn setup(args: &[&str], env: &[(&str, &str)]) -> Setup {
+    Setup {
+        aws: true,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
-
-    /// `ballast ARGS...`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.ballastd.ballast(args);
-        ensure!(out.status.success(), "ballast {} failed: {}", args.join(" "), text(&out));
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    }
-
-    fn apply_yaml(&self, name: &str, yaml: &str) -> Result<String> {
-        let path = self.specs.path().join(name);
-        std::fs::write(&path, yaml)?;
-        self.ok(&["apply", "-f", path.to_str().context("path")?])
-    }
-
-    fn status(&self, role: &str, host: &str) -> Option<UnitStatus> {
-        let out = self.ok(&["status", "-o", "json"]).ok()?;
-        let list: List<UnitStatus> = serde_json::from_str(&out).ok()?;
-        list.items.into_iter().find(|s| s.role == role && s.host == host)
-    }
-
-    /// Waits until the unit's status satisfies `check`.
-    fn wait(
-        &self,
-        role: &str,
-        host: &str,
-        what: &str,
-        check: impl Fn(&UnitStatus) -> bool,
-    ) -> Result<UnitStatus> {
-        until(WAIT, what, || self.status(role, host).filter(|s| check(s))).with_context(|| {
-            format!(
-                "last status: {:?}\nballastd log tail:\n{}",
-                self.status(role, host),
-                tail(&self.ballastd.log())
-            )
-        })
-    }
-
-    /// `ballast status --wait`: every unit converged at its generation.
-    fn converge(&self) -> Result<()> {
-        let out = self.ballastd.ballast(&["status", "--wait", "--timeout", "90s"]);
-        ensure!(
-            out.status.success(),
-            "status --wait failed ({}): {}\nballastd log tail:\n{}",
-            out.status,
-            text(&out),
-            tail(&self.ballastd.log())
-        );
-        Ok(())
-    }
-}
-
-async fn start_ballastd(
-    rig: &Rig,
-    etcd: &TestEtcd,
-    aws: &str,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Result<Ballastd> {
-    let mut options = ballastd_options(rig, etcd, Some(aws), extra)?;
-    options.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Ballastd::start_with(options).await
 }
 
 /// Role `name` on `hosts` running `image`, health-checked on `/up`, with `secrets` (a YAML flow mapping) if given.
@@ -118,15 +42,6 @@ spec:
   deployTimeout: 30s
 "#
     )
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// Removes `image` from host `i` if it is there, so the next start must pull it.
@@ -218,7 +133,8 @@ async fn ecr_images_pull_with_the_token_and_a_dead_aws_endpoint_fails_readably()
         forget_image(&rig, 1, image)?;
     }
 
-    let mut stage = Stage::start(&rig, &[], &[("RUST_LOG", LOG_LEVEL)]).await?;
+    let etcd = TestEtcd::start().await?;
+    let mut stage = Stage::start(&rig, etcd.endpoints(), &setup(&[], &[("RUST_LOG", LOG_LEVEL)])).await?;
     stage.apply_yaml("ecr.yaml", &role("ecr", "h1", &v1, None))?;
     stage.converge()?;
     assert_eq!(rig.curl(1, 3000, "/up")?, "v1");
@@ -230,9 +146,8 @@ async fn ecr_images_pull_with_the_token_and_a_dead_aws_endpoint_fails_readably()
     ensure!(!stage.ballastd.log().contains(password), "the ECR token's password is in the ballastd log");
 
     // The same role with AWS unreachable: a new tag cannot be pulled; the unit says why and the old container stays.
-    stage.ballastd.terminate()?;
     let dead = format!("http://127.0.0.1:{}", closed_port()?);
-    stage.ballastd = start_ballastd(&rig, &stage.etcd, &dead, &[], &[]).await?;
+    stage.restart(&rig, Some(&dead), &setup(&[], &[])).await?;
     stage.ok(&["set", "image", "ecr", &v2])?;
     let failed = stage.wait("ecr", "h1", "ecr failed or degraded without AWS", |s| {
         matches!(s.state, UnitState::Failed | UnitState::Degraded) && s.message.contains("credentials")
@@ -246,8 +161,7 @@ async fn ecr_images_pull_with_the_token_and_a_dead_aws_endpoint_fails_readably()
     ensure!(rig.docker(1, &["image", "inspect", &v2]).is_err(), "v2 was pulled without credentials");
 
     // AWS back: a retry pulls and rolls.
-    stage.ballastd.terminate()?;
-    stage.ballastd = start_ballastd(&rig, &stage.etcd, &stage.moto.endpoint(), &[], &[]).await?;
+    stage.restart(&rig, None, &setup(&[], &[])).await?;
     stage.ok(&["rollout", "retry", "ecr"])?;
     stage.wait("ecr", "h1", "ecr converged on v2", |s| s.state == UnitState::Converged && s.image == v2)?;
     assert_eq!(rig.curl(1, 3000, "/up")?, "v2");
@@ -259,7 +173,8 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     let rig = Rig::acquire()?;
     let refresh = format!("{}s", REFRESH.as_secs());
     let extra = ["--secrets-refresh", refresh.as_str(), "--resync", "2s"];
-    let mut stage = Stage::start(&rig, &extra, &[("RUST_LOG", LOG_LEVEL)]).await?;
+    let etcd = TestEtcd::start().await?;
+    let mut stage = Stage::start(&rig, etcd.endpoints(), &setup(&extra, &[("RUST_LOG", LOG_LEVEL)])).await?;
     let (password1, password2) = (distinctive("pw1")?, distinctive("pw2")?);
     let redis = distinctive("redis")?;
     let (other1, other2) = (distinctive("other1")?, distinctive("other2")?);
@@ -270,7 +185,7 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
         }
         object.to_string()
     };
-    stage.moto.create_secret(SECRET, &secret(&password1, Some(&redis), &other1)).await?;
+    stage.moto()?.create_secret(SECRET, &secret(&password1, Some(&redis), &other1)).await?;
 
     // Injected as env.
     let secrets = format!("{{source: 'aws-secretsmanager:{SECRET}', keys: [DB_PASSWORD, REDIS_URL]}}");
@@ -289,7 +204,7 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
 
     // Rotation of a listed key: both containers are recreated (one host at a time, health-gated), by themselves.
     let rotated = Instant::now();
-    stage.moto.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other1)).await?;
+    stage.moto()?.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other1)).await?;
     let mut recreated = Vec::new();
     for i in [1, 2] {
         let old = &ids[i - 1];
@@ -318,7 +233,7 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     }
 
     // A change to a key the role does not list recreates nothing, once the operator has read it.
-    let version = stage.moto.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other2)).await?;
+    let version = stage.moto()?.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other2)).await?;
     until(WAIT, "ballastd reading the secret's new version", || {
         stage.ballastd.log().contains(&version).then_some(())
     })?;
@@ -331,7 +246,7 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     })?;
 
     // A listed key missing from the secret: Degraded naming the key, an event, nothing recreated.
-    stage.moto.put_secret_value(SECRET, &secret(&password2, None, &other2)).await?;
+    stage.moto()?.put_secret_value(SECRET, &secret(&password2, None, &other2)).await?;
     for host in ["h1", "h2"] {
         let degraded = stage.wait("app", host, "app degraded on a missing key", |s| {
             s.state == UnitState::Degraded && s.message.contains("REDIS_URL")
@@ -352,7 +267,7 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
         Ok(())
     })?;
     // The key back with its old value: converged again with the very same containers.
-    let restored = stage.moto.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other2)).await?;
+    let restored = stage.moto()?.put_secret_value(SECRET, &secret(&password2, Some(&redis), &other2)).await?;
     stage.converge()?;
     for i in [1, 2] {
         assert_eq!(rig.container_of(i, "app")?, ids[i - 1], "app on h{i} was recreated");
@@ -361,16 +276,14 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     // A spec change reads the secret anew even when its cached copy is fresh: with a refresh of 10 minutes, a
     // rotation goes unseen until the role's spec changes, and the rolled containers then carry the new value.
     let mut logs = vec![stage.ballastd.log()];
-    stage.ballastd.terminate()?;
     let slow = ["--secrets-refresh", "10m", "--resync", "2s"];
-    stage.ballastd =
-        start_ballastd(&rig, &stage.etcd, &stage.moto.endpoint(), &slow, &[("RUST_LOG", LOG_LEVEL)]).await?;
+    stage.restart(&rig, None, &setup(&slow, &[("RUST_LOG", LOG_LEVEL)])).await?;
     until(WAIT, "the new ballastd reading the secret", || {
         stage.ballastd.log().contains(&restored).then_some(())
     })?;
     stage.converge()?;
     let password3 = distinctive("pw3")?;
-    stage.moto.put_secret_value(SECRET, &secret(&password3, Some(&redis), &other2)).await?;
+    stage.moto()?.put_secret_value(SECRET, &secret(&password3, Some(&redis), &other2)).await?;
     holds_for(Duration::from_secs(5), "no recreate while the cached copy is fresh", || {
         for i in [1, 2] {
             ensure!(rig.container_of(i, "app")? == ids[i - 1], "app on h{i} was recreated");
@@ -396,7 +309,7 @@ async fn secrets_are_injected_rotated_reported_and_never_leaked() -> Result<()> 
     let all_values = [&password1, &password2, &password3, &redis, &other1, &other2];
 
     // No value anywhere ballast writes or shows.
-    let mut places = etcd_history(&stage.etcd).await?;
+    let mut places = etcd_history(&etcd).await?;
     ensure!(
         places.iter().any(|(place, _)| place.contains("/ballast/v1/status/app/h2")),
         "the etcd dump has no status of app: {:?}",

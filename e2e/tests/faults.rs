@@ -8,13 +8,12 @@
 //! roles and images, and the delays, so a failure can be replayed (timing on a real rig still varies).
 
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use ballast_e2e::stage::{tail, text, Setup};
 use ballast_e2e::{fault_seed, until, Rig, Rng};
-use ballast_specs::wire::{List, UnitState, UnitStatus};
-use ballast_tests::ballastd::{Ballastd, Options};
+use ballast_specs::wire::{UnitState, UnitStatus};
 use ballast_tests::{process, TestEtcd};
 
 /// How long the fleet may take to converge after a fault.
@@ -112,9 +111,8 @@ enum Change {
 
 /// A real etcd, a real ballastd on it for the rig, the hosts and roles applied, and what the suite expects.
 struct Stage {
-    ballastd: Ballastd,
+    run: ballast_e2e::stage::Stage,
     etcd: TestEtcd,
-    specs: tempfile::TempDir,
     /// The tag each role should run.
     images: BTreeMap<&'static str, &'static str>,
     /// Unlabelled containers that must keep running: (host, id).
@@ -126,11 +124,9 @@ struct Stage {
 impl Stage {
     async fn start(rig: &Rig) -> Result<Stage> {
         let etcd = TestEtcd::start().await?;
-        let ballastd = start_ballastd(rig, &etcd).await?;
-        let specs = tempfile::tempdir()?;
+        let run = ballast_e2e::stage::Stage::start(rig, etcd.endpoints(), &Setup::default()).await?;
         let images = ROLES.iter().map(|(r, _)| (*r, "v1")).collect();
-        let mut stage = Stage { ballastd, etcd, specs, images, bystanders: Vec::new(), kills: 0 };
-        stage.ok(&["apply", "-f", rig.hosts_yaml().to_str().context("path")?])?;
+        let mut stage = Stage { run, etcd, images, bystanders: Vec::new(), kills: 0 };
         for host in HOSTS {
             stage.add_bystander(rig, host)?;
         }
@@ -144,41 +140,34 @@ impl Stage {
         self.images.iter().map(|(r, t)| (*r, *t)).collect()
     }
 
-    /// `ballast ARGS...`, which must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.ballastd.ballast(args);
-        ensure!(out.status.success(), "ballast {} failed: {}", args.join(" "), text(&out));
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        self.run.ok(args)
     }
 
     fn apply_yaml(&self, name: &str, yaml: &str) -> Result<String> {
-        let path = self.specs.path().join(name);
-        std::fs::write(&path, yaml)?;
-        self.ok(&["apply", "-f", path.to_str().context("path")?])
+        self.run.apply_yaml(name, yaml)
     }
 
     fn statuses(&self) -> Result<Vec<UnitStatus>> {
-        let out = self.ok(&["status", "-o", "json"])?;
-        let list: List<UnitStatus> = serde_json::from_str(&out).context("status -o json")?;
-        Ok(list.items)
+        self.run.statuses()
     }
 
     /// Kills ballastd with SIGKILL (by its PID) and starts a new one on the same etcd after `down`.
     async fn kill_and_restart(&mut self, rig: &Rig, down: Duration) -> Result<()> {
-        let pid = self.ballastd.pid().context("ballastd pid")?;
+        let pid = self.run.ballastd.pid().context("ballastd pid")?;
         process::kill(pid)?;
         self.kills += 1;
         until(Duration::from_secs(10), "the killed ballastd to be gone", || {
             (!process::is_running(pid)).then_some(())
         })?;
         tokio::time::sleep(down).await;
-        self.ballastd = start_ballastd(rig, &self.etcd).await?;
+        self.run.replace(rig, None, &Setup::default()).await?;
         Ok(())
     }
 
     fn add_bystander(&mut self, rig: &Rig, host: usize) -> Result<()> {
         let image = rig.image("v1");
-        rig.docker(host, &["pull", "-q", &image])?;
+        rig.pull(host, &image)?;
         let name = format!("bystander-{}", self.bystanders.len() + 1);
         let id = rig.docker(host, &["run", "-d", "--name", &name, "--label", "e2e.bystander=1", &image])?;
         self.bystanders.push((host, id));
@@ -190,7 +179,7 @@ impl Stage {
     /// halts): with `may_fail`, such units get one `ballast rollout retry` and must then converge.
     fn converge(&self, rig: &Rig, may_fail: bool) -> Result<Duration> {
         let started = Instant::now();
-        let out = self.ballastd.ballast(&["status", "--wait", "--timeout", "90s"]);
+        let out = self.run.ballastd.ballast(&["status", "--wait", "--timeout", "90s"]);
         let retried = !out.status.success() && may_fail && self.retry_failed_by_the_fault()?;
         if !out.status.success() && !retried {
             bail!(
@@ -199,7 +188,7 @@ impl Stage {
                 text(&out),
                 self.statuses().ok(),
                 tail(&self.ok(&["events"]).unwrap_or_default()),
-                tail(&self.ballastd.log())
+                tail(&self.run.ballastd.log())
             );
         }
         let mut last = String::new();
@@ -211,8 +200,9 @@ impl Stage {
                     None
                 }
             });
-        checked
-            .with_context(|| format!("last: {last}\nballastd log tail:\n{}", tail(&self.ballastd.log())))?;
+        checked.with_context(|| {
+            format!("last: {last}\nballastd log tail:\n{}", tail(&self.run.ballastd.log()))
+        })?;
         Ok(started.elapsed())
     }
 
@@ -284,27 +274,6 @@ impl Stage {
         }
         Ok(())
     }
-}
-
-async fn start_ballastd(rig: &Rig, etcd: &TestEtcd) -> Result<Ballastd> {
-    let args = vec![
-        "--ssh-key".to_string(),
-        rig.ssh_key().display().to_string(),
-        "--known-hosts".to_string(),
-        rig.known_hosts().display().to_string(),
-        "--resync".to_string(),
-        "5s".to_string(),
-    ];
-    Ballastd::start_with(Options { etcd: vec![etcd.endpoint()], args, ..Options::default() }).await
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 /// The seed of this test: the suite's seed mixed with the test's name, so tests differ but replay together.

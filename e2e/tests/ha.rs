@@ -8,9 +8,10 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use ballast_e2e::{until, Rig};
+use ballast_e2e::{ballastd_options, until, Rig};
 use ballast_specs::wire::{List, UnitState, UnitStatus};
-use ballast_tests::ballastd::{Ballastd, Options};
+use ballast_tests::ballastd::Ballastd;
+use ballast_tests::moto::TestMoto;
 use ballast_tests::TestEtcd;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -44,20 +45,11 @@ spec:
     )
 }
 
-async fn start(rig: &Rig, etcd: &TestEtcd) -> Result<Ballastd> {
-    let args = [
-        "--ssh-key",
-        &rig.ssh_key().display().to_string(),
-        "--known-hosts",
-        &rig.known_hosts().display().to_string(),
-        "--resync",
-        "5s",
-        "--lease-ttl",
-        "3s",
-    ]
-    .map(String::from)
-    .to_vec();
-    Ballastd::start_with(Options { etcd: etcd.endpoints(), args, ..Options::default() }).await
+/// A ballastd for the rig with `--lease-ttl 3s`; ECR credentials from `moto` when the rig's registry asks for them.
+async fn start(rig: &Rig, etcd: &TestEtcd, moto: Option<&TestMoto>) -> Result<Ballastd> {
+    let aws = moto.map(TestMoto::endpoint);
+    Ballastd::start_with(ballastd_options(rig, &etcd.endpoints(), aws.as_deref(), &["--lease-ttl", "3s"])?)
+        .await
 }
 
 /// `ballast_leader` from `GET /metrics` (a plain HTTP/1.0 request: no client library needed).
@@ -117,8 +109,9 @@ fn creates(rig: &Rig, i: usize, role: &str, image: &str, since: &str) -> Result<
 async fn a_leader_killed_during_a_rollout_is_replaced_and_the_rollout_finishes_once() -> Result<()> {
     let rig = Rig::acquire()?;
     let etcd = TestEtcd::start().await?;
-    let one = start(&rig, &etcd).await?;
-    let two = start(&rig, &etcd).await?;
+    let moto = if rig.registry_auth() { Some(TestMoto::start().await?) } else { None };
+    let one = start(&rig, &etcd, moto.as_ref()).await?;
+    let two = start(&rig, &etcd, moto.as_ref()).await?;
     let (leader, standby) = until(WAIT, "exactly one leader", || {
         let (a, b) = (leads(&one)?, leads(&two)?);
         (a != b).then_some(a)

@@ -2,17 +2,14 @@
 //! hosts (network namespaces with their own dockerd and sshd) reached over SSH.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ballast_e2e::{ballastd_options, until, Rig};
-use ballast_specs::wire::{List, UnitState, UnitStatus};
+use ballast_e2e::stage::{text, Setup, Stage, WAIT};
+use ballast_e2e::{until, Rig};
+use ballast_specs::wire::UnitState;
 use ballast_tests::ballastd::Ballastd;
-use ballast_tests::moto::TestMoto;
 use ballast_tests::TestEtcd;
-
-const WAIT: Duration = Duration::from_secs(90);
 
 /// A datalake-shaped deployment on the rig: web (h1, 1.5 cpus, 1.75g), web_replica (h2, 2g), job (h1, 0.25 cpus,
 /// 512m, its own command), health `/up` on the web roles.
@@ -57,94 +54,6 @@ spec:
     )
 }
 
-/// A real etcd, a real ballastd on it configured for the rig, and the rig's hosts applied. When the rig's
-/// registry asks for credentials, a moto gives ballastd its ECR token.
-struct Stage {
-    ballastd: Ballastd,
-    etcd: TestEtcd,
-    moto: Option<TestMoto>,
-    specs: tempfile::TempDir,
-}
-
-impl Stage {
-    async fn start(rig: &Rig) -> Result<Stage> {
-        let etcd = TestEtcd::start().await?;
-        let moto = if rig.registry_auth() { Some(TestMoto::start().await?) } else { None };
-        let ballastd = start_ballastd(rig, &etcd, moto.as_ref()).await?;
-        let specs = tempfile::tempdir()?;
-        let stage = Stage { ballastd, etcd, moto, specs };
-        stage.ok(&["apply", "-f", rig.hosts_yaml().to_str().context("path")?])?;
-        Ok(stage)
-    }
-
-    /// `ballast ARGS...`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.ballastd.ballast(args);
-        ensure!(out.status.success(), "ballast {} failed: {}", args.join(" "), text(&out));
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    }
-
-    fn apply_yaml(&self, name: &str, yaml: &str) -> Result<String> {
-        let path = self.specs.path().join(name);
-        std::fs::write(&path, yaml)?;
-        self.ok(&["apply", "-f", path.to_str().context("path")?])
-    }
-
-    fn statuses(&self) -> Result<Vec<UnitStatus>> {
-        let out = self.ok(&["status", "-o", "json"])?;
-        let list: List<UnitStatus> = serde_json::from_str(&out).context("status -o json")?;
-        Ok(list.items)
-    }
-
-    fn status(&self, role: &str, host: &str) -> Option<UnitStatus> {
-        self.statuses().ok()?.into_iter().find(|s| s.role == role && s.host == host)
-    }
-
-    /// Waits until the unit's status satisfies `check`.
-    fn wait(
-        &self,
-        role: &str,
-        host: &str,
-        what: &str,
-        check: impl Fn(&UnitStatus) -> bool,
-    ) -> Result<UnitStatus> {
-        until(WAIT, what, || self.status(role, host).filter(|s| check(s))).with_context(|| {
-            format!(
-                "last status: {:?}\nballastd log tail:\n{}",
-                self.status(role, host),
-                tail(&self.ballastd.log())
-            )
-        })
-    }
-
-    /// `ballast status --wait`: every unit converged at its generation.
-    fn converge(&self) -> Result<()> {
-        let out = self.ballastd.ballast(&["status", "--wait", "--timeout", "90s"]);
-        ensure!(
-            out.status.success(),
-            "status --wait failed ({}): {}\nballastd log tail:\n{}",
-            out.status,
-            text(&out),
-            tail(&self.ballastd.log())
-        );
-        Ok(())
-    }
-}
-
-async fn start_ballastd(rig: &Rig, etcd: &TestEtcd, moto: Option<&TestMoto>) -> Result<Ballastd> {
-    let endpoint = moto.map(TestMoto::endpoint);
-    Ballastd::start_with(ballastd_options(rig, etcd, endpoint.as_deref(), &[])?).await
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 /// An unlabelled container of someone else's on host 1: ballast must never touch it.
 fn bystander(rig: &Rig) -> Result<String> {
     rig.pull(1, &rig.image("v1"))?;
@@ -161,7 +70,8 @@ fn bystander_alive(rig: &Rig, id: &str) -> Result<()> {
 async fn datalake_converges_rolls_and_corrects_drift() -> Result<()> {
     let rig = Rig::acquire()?;
     let bystander = bystander(&rig)?;
-    let stage = Stage::start(&rig).await?;
+    let etcd = TestEtcd::start().await?;
+    let stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
     stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
     stage.converge()?;
 
@@ -210,7 +120,8 @@ async fn datalake_converges_rolls_and_corrects_drift() -> Result<()> {
 async fn failed_rollouts_keep_the_old_container_answering_and_recover() -> Result<()> {
     let rig = Rig::acquire()?;
     let bystander = bystander(&rig)?;
-    let stage = Stage::start(&rig).await?;
+    let etcd = TestEtcd::start().await?;
+    let stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
     stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
     stage.converge()?;
     let web = rig.container_of(1, "web")?;
@@ -243,7 +154,8 @@ async fn failed_rollouts_keep_the_old_container_answering_and_recover() -> Resul
 #[tokio::test]
 async fn a_cut_link_during_a_rollout_leaves_the_other_host_converging() -> Result<()> {
     let rig = Rig::acquire()?;
-    let stage = Stage::start(&rig).await?;
+    let etcd = TestEtcd::start().await?;
+    let stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
     stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
     stage.converge()?;
 
@@ -269,7 +181,8 @@ async fn a_cut_link_during_a_rollout_leaves_the_other_host_converging() -> Resul
 async fn a_killed_operator_resumes_without_duplicates() -> Result<()> {
     let rig = Rig::acquire()?;
     let bystander = bystander(&rig)?;
-    let mut stage = Stage::start(&rig).await?;
+    let etcd = TestEtcd::start().await?;
+    let mut stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
     stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
     stage.converge()?;
 
@@ -280,7 +193,7 @@ async fn a_killed_operator_resumes_without_duplicates() -> Result<()> {
     })?;
     let pid = stage.ballastd.pid().context("ballastd pid")?;
     std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
-    stage.ballastd = start_ballastd(&rig, &stage.etcd, stage.moto.as_ref()).await?;
+    stage.replace(&rig, None, &Setup::default()).await?;
     stage.converge()?;
     for (i, role) in [(1, "web"), (1, "job"), (2, "web_replica")] {
         let ids = rig.containers(i, &format!("ballast.role={role}"))?;
@@ -294,7 +207,8 @@ async fn a_killed_operator_resumes_without_duplicates() -> Result<()> {
 #[tokio::test]
 async fn a_changed_host_key_is_refused_and_nothing_is_done() -> Result<()> {
     let rig = Rig::acquire()?;
-    let mut stage = Stage::start(&rig).await?;
+    let etcd = TestEtcd::start().await?;
+    let mut stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
     stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
     stage.converge()?;
 
@@ -304,7 +218,7 @@ async fn a_changed_host_key_is_refused_and_nothing_is_done() -> Result<()> {
     let result = async {
         let replica = rig.container_of(2, "web_replica")?;
         rig.docker(2, &["rm", "-f", &replica])?;
-        stage.ballastd = start_ballastd(&rig, &stage.etcd, stage.moto.as_ref()).await?;
+        stage.replace(&rig, None, &Setup::default()).await?;
         let refused = stage.wait("web_replica", "h2", "h2 refused", |s| s.state == UnitState::Unreachable)?;
         ensure!(refused.message.contains("host key"), "reason: {}", refused.message);
         // h1 is still served.

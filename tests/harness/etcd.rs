@@ -1,5 +1,5 @@
 //! A throwaway etcd for tests: the `etcd` binary in a temporary directory on free loopback ports, killed
-//! (by its PID, through the child handle) when dropped.
+//! (by its PID, through the child handle) when dropped; or a cluster of several such members.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -21,6 +21,10 @@ pub struct TestEtcd {
     peer_port: u16,
     child: Option<Child>,
     http: reqwest::Client,
+    /// `--name`.
+    name: String,
+    /// `--initial-cluster`; `None`: a cluster of this member alone.
+    cluster: Option<String>,
 }
 
 impl TestEtcd {
@@ -29,7 +33,15 @@ impl TestEtcd {
         let dir =
             tempfile::Builder::new().prefix("ballast-etcd-").tempdir().context("creating a temp dir")?;
         let [client_port, peer_port] = free_ports()?;
-        let mut etcd = TestEtcd { dir, client_port, peer_port, child: None, http: reqwest::Client::new() };
+        let mut etcd = TestEtcd {
+            dir,
+            client_port,
+            peer_port,
+            child: None,
+            http: reqwest::Client::new(),
+            name: "test".to_string(),
+            cluster: None,
+        };
         // A free port can be taken by someone else before etcd binds it: then try other ports.
         let mut attempt = 1;
         loop {
@@ -121,25 +133,39 @@ impl TestEtcd {
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.wait_healthy().await
+    }
+
+    /// Starts the etcd process (does not wait for it).
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let log_path = self.dir.path().join("etcd.log");
         let log =
             File::options().create(true).append(true).open(&log_path).context("opening the etcd log")?;
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let cluster = self.cluster.clone().unwrap_or_else(|| format!("{}={peer}", self.name));
         let child = Command::new("etcd")
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster={cluster}"))
+            .arg("--initial-cluster-state=new")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("opening the etcd log")?)
             .stderr(log)
             .spawn()
             .context("starting `etcd` (is it on PATH?)")?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until etcd answers healthy (for a member of a cluster: the cluster has a leader).
+    async fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let log_path = self.dir.path().join("etcd.log");
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -164,6 +190,71 @@ impl TestEtcd {
             Ok(response) => response.text().await.is_ok_and(|body| body.contains("\"health\":\"true\"")),
             Err(_) => false,
         }
+    }
+}
+
+/// A cluster of etcd members on loopback, each a [`TestEtcd`] with its own ports, data and process.
+pub struct TestEtcdCluster {
+    members: Vec<TestEtcd>,
+}
+
+impl TestEtcdCluster {
+    /// Starts `size` members together and waits until each answers healthy.
+    pub async fn start(size: usize) -> anyhow::Result<TestEtcdCluster> {
+        let mut ports = Vec::with_capacity(size);
+        for _ in 0..size {
+            ports.push(free_ports::<2>()?);
+        }
+        let cluster: Vec<String> =
+            ports.iter().enumerate().map(|(i, [_, peer])| format!("m{i}=http://127.0.0.1:{peer}")).collect();
+        let cluster = cluster.join(",");
+        let mut members = Vec::with_capacity(size);
+        for (i, [client_port, peer_port]) in ports.into_iter().enumerate() {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("ballast-etcd-m{i}-"))
+                .tempdir()
+                .context("creating a temp dir")?;
+            let mut member = TestEtcd {
+                dir,
+                client_port,
+                peer_port,
+                child: None,
+                http: reqwest::Client::new(),
+                name: format!("m{i}"),
+                cluster: Some(cluster.clone()),
+            };
+            member.spawn()?;
+            members.push(member);
+        }
+        for member in &mut members {
+            member.wait_healthy().await.with_context(|| format!("etcd member {}", member.name))?;
+        }
+        Ok(TestEtcdCluster { members })
+    }
+
+    /// Every member's client endpoint.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(TestEtcd::endpoint).collect()
+    }
+
+    pub fn member(&mut self, i: usize) -> &mut TestEtcd {
+        &mut self.members[i]
+    }
+
+    /// The index of the member that leads the cluster now, as the first answering member sees it.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        for member in self.members.iter().filter(|m| m.child.is_some()) {
+            let Ok(answer) = member.post("/v3/maintenance/status", json!({})).await else { continue };
+            let leader = answer.get("leader").and_then(|l| l.as_str()).unwrap_or_default().to_string();
+            for (i, m) in self.members.iter().enumerate() {
+                let Ok(own) = m.post("/v3/maintenance/status", json!({})).await else { continue };
+                let id = own.pointer("/header/member_id").and_then(|v| v.as_str()).unwrap_or_default();
+                if !leader.is_empty() && id == leader {
+                    return Ok(i);
+                }
+            }
+        }
+        bail!("no member of the cluster names a leader")
     }
 }
 

@@ -1,6 +1,6 @@
 //! The integration-test harness of ballast: real components started and stopped by the tests themselves.
 //!
-//! - [`etcd`]: a throwaway etcd on free loopback ports, killed on drop.
+//! - [`etcd`]: a throwaway etcd (or a cluster of them) on free loopback ports, killed on drop.
 //! - [`ballastd`]: the real `ballastd` and `ballast` binaries, built once and run on free ports.
 //! - [`moto`]: a throwaway moto server (AWS API mock) on a free loopback port, killed on drop.
 //! - [`docker`]: the local Docker engine, test images, and cleanup of the containers a test made.
@@ -20,4 +20,4 @@ pub mod process;
 pub mod sshd;
 pub mod wait;
 
-pub use etcd::TestEtcd;
+pub use etcd::{TestEtcd, TestEtcdCluster};

@@ -34,10 +34,15 @@ const LEASE_REUSE: Duration = Duration::from_secs(600);
 /// Watch restarts wait between these bounds, doubling after each failure.
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Pauses between attempts of a request that found its member down (several endpoints only).
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(800);
 
 /// etcd through etcd-client: one client for requests, one for watches.
 pub struct EtcdKv {
     client: Client,
+    /// More than one endpoint: a request that finds its member down is tried again (on another one).
+    several: bool,
     watch_client: Client,
     /// The lease events are attached to, and when it was granted.
     lease: Mutex<Option<(i64, Instant)>>,
@@ -76,7 +81,7 @@ impl EtcdKv {
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
         let watch_client = bounded(Client::connect(endpoints, Some(watch_options))).await?;
-        let kv = EtcdKv { client, watch_client, lease: Mutex::new(None) };
+        let kv = EtcdKv { client, several: endpoints.len() > 1, watch_client, lease: Mutex::new(None) };
         kv.current_revision().await?;
         Ok(kv)
     }
@@ -84,6 +89,42 @@ impl EtcdKv {
     /// The store's revision now.
     async fn current_revision(&self) -> Result<i64, StoreError> {
         current_revision(&self.client).await
+    }
+
+    /// Runs one request (made anew by `request` for each attempt) within [`REQUEST_TIMEOUT`]. With several
+    /// endpoints, an attempt that fails as `Unavailable` (its member is down, or the cluster is electing a
+    /// leader) is tried again after a short pause, until the deadline: the client balances the attempts over
+    /// the endpoints, so a cluster that lost a member keeps answering. With one endpoint there is nothing else
+    /// to try, and the failure is reported at once.
+    ///
+    /// A write whose answer was lost may be tried twice; every write here is a put of a whole value or a
+    /// compare-and-swap, so a second run either does the same or fails its comparison.
+    async fn retried<T, F, Fut>(&self, mut request: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let mut pause = RETRY_MIN;
+        loop {
+            let error = match tokio::time::timeout_at(deadline, request()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(e)) => store_error(e),
+                Err(_) => StoreError::Unavailable(format!(
+                    "etcd did not answer within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                )),
+            };
+            let retry = self.several
+                && matches!(error, StoreError::Unavailable(_))
+                && tokio::time::Instant::now() + pause < deadline;
+            if !retry {
+                return Err(error);
+            }
+            tracing::debug!(error = %error, "etcd request failed; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
     }
 
     /// The lease for events: the last one while it is young, else a new one.
@@ -95,8 +136,12 @@ impl EtcdKv {
             }
         }
         let ttl = (EVENT_TTL + LEASE_REUSE).as_secs() as i64;
-        let mut client = self.client.clone();
-        let granted = bounded(client.lease_grant(ttl, None)).await?;
+        let granted = self
+            .retried(|| {
+                let mut client = self.client.clone();
+                async move { client.lease_grant(ttl, None).await }
+            })
+            .await?;
         *lease = Some((granted.id(), Instant::now()));
         Ok(granted.id())
     }
@@ -114,8 +159,12 @@ impl EtcdKv {
         let compares: Vec<EtcdCompare> = when.iter().map(etcd_compare).collect();
         let ops: Vec<TxnOp> = then.iter().map(|op| etcd_op(op, lease)).collect();
         let txn = Txn::new().when(compares).and_then(ops);
-        let mut client = self.client.clone();
-        let response = bounded(client.txn(txn)).await?;
+        let response = self
+            .retried(|| {
+                let (mut client, txn) = (self.client.clone(), txn.clone());
+                async move { client.txn(txn).await }
+            })
+            .await?;
         if !response.succeeded() {
             return Ok(None);
         }
@@ -126,15 +175,22 @@ impl EtcdKv {
 #[async_trait]
 impl Kv for EtcdKv {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let mut client = self.client.clone();
-        let mut response = bounded(client.get(key, None)).await?;
+        let mut response = self
+            .retried(|| {
+                let mut client = self.client.clone();
+                async move { client.get(key, None).await }
+            })
+            .await?;
         response.take_kvs().into_iter().next().map(entry).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let mut client = self.client.clone();
-        let options = GetOptions::new().with_prefix();
-        let mut response = bounded(client.get(prefix, Some(options))).await?;
+        let mut response = self
+            .retried(|| {
+                let mut client = self.client.clone();
+                async move { client.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let revision = response.header().map_or(0, |h| h.revision());
         let entries = response.take_kvs().into_iter().map(entry).collect::<Result<Vec<_>, _>>()?;
         Ok(Listing { revision, entries })
@@ -175,8 +231,12 @@ impl Kv for EtcdKv {
 
     async fn grant(&self, ttl: Duration) -> Result<Lease, StoreError> {
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let mut client = self.client.clone();
-        let granted = bounded(client.lease_grant(seconds, None)).await?;
+        let granted = self
+            .retried(|| {
+                let mut client = self.client.clone();
+                async move { client.lease_grant(seconds, None).await }
+            })
+            .await?;
         // etcd raises a TTL below its minimum (about 1.5 election timeouts) and says so in the answer.
         let ttl = Duration::from_secs(granted.ttl().max(1) as u64);
         Ok(Lease { id: granted.id(), ttl })
