@@ -127,6 +127,32 @@ async fn start(rig: &Rig, etcd: &[String], aws: Option<&str>, setup: &Setup) -> 
     Ballastd::start_with(options).await
 }
 
+/// A `Role` document: `name` on `hosts` (comma separated) running `image`, publishing port 3000 with an HTTP health
+/// check on `/up` every second (5 s timeout), a `deploy_timeout`, and `more` spec lines (each `  key: value\n`).
+pub fn web_role(name: &str, hosts: &str, image: &str, deploy_timeout: &str, more: &str) -> String {
+    format!(
+        r#"apiVersion: ballast/v1
+kind: Role
+metadata: {{name: {name}}}
+spec:
+  hosts: [{hosts}]
+  image: {image}
+{more}  ports: ["3000:3000"]
+  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
+  deployTimeout: {deploy_timeout}
+"#
+    )
+}
+
+/// `web` on h1 (1.5 cpus, 1.75g) running `web`, and `web_replica` on h2 (2g) running v1: the seed's web tier.
+pub fn web_tier(rig: &Rig, web: &str) -> String {
+    format!(
+        "{}---\n{}",
+        web_role("web", "h1", web, "30s", "  resources: {cpus: 1.5, memory: 1.75g}\n"),
+        web_role("web_replica", "h2", &rig.image("v1"), "30s", "  resources: {memory: 2g}\n")
+    )
+}
+
 /// A command's stdout and stderr, for messages.
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

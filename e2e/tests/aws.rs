@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use ballast_e2e::stage::{tail, text, Setup, Stage, WAIT};
+use ballast_e2e::stage::{tail, text, web_role, Setup, Stage, WAIT};
 use ballast_e2e::{until, Rig};
 use ballast_specs::wire::UnitState;
 use ballast_tests::ballastd::closed_port;
@@ -29,19 +29,7 @@ fn setup(args: &[&str], env: &[(&str, &str)]) -> Setup {
 /// Role `name` on `hosts` running `image`, health-checked on `/up`, with `secrets` (a YAML flow mapping) if given.
 fn role(name: &str, hosts: &str, image: &str, secrets: Option<&str>) -> String {
     let secrets = secrets.map(|s| format!("  secrets: {s}\n")).unwrap_or_default();
-    format!(
-        r#"apiVersion: ballast/v1
-kind: Role
-metadata: {{name: {name}}}
-spec:
-  hosts: [{hosts}]
-  image: {image}
-  env: {{RAILS_ENV: production}}
-{secrets}  ports: ["3000:3000"]
-  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
-  deployTimeout: 30s
-"#
-    )
+    web_role(name, hosts, image, "30s", &format!("  env: {{RAILS_ENV: production}}\n{secrets}"))
 }
 
 /// Removes `image` from host `i` if it is there, so the next start must pull it.

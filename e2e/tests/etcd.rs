@@ -5,42 +5,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use ballast_e2e::stage::{tail, text, Setup, Stage, WAIT};
+use ballast_e2e::stage::{tail, text, web_tier, Setup, Stage, WAIT};
 use ballast_e2e::{until, Rig};
 use ballast_specs::wire::UnitState;
 use ballast_tests::{process, TestEtcd, TestEtcdCluster};
 
 /// How long etcd stays down.
 const OUTAGE: Duration = Duration::from_secs(30);
-
-/// `web` on h1 and `web_replica` on h2, health-checked on `/up`.
-fn roles(rig: &Rig, web: &str) -> String {
-    format!(
-        r#"apiVersion: ballast/v1
-kind: Role
-metadata: {{name: web}}
-spec:
-  hosts: [h1]
-  image: {web}
-  resources: {{cpus: 1.5, memory: 1.75g}}
-  ports: ["3000:3000"]
-  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
-  deployTimeout: 30s
----
-apiVersion: ballast/v1
-kind: Role
-metadata: {{name: web_replica}}
-spec:
-  hosts: [h2]
-  image: {v1}
-  resources: {{memory: 2g}}
-  ports: ["3000:3000"]
-  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
-  deployTimeout: 30s
-"#,
-        v1 = rig.image("v1")
-    )
-}
 
 /// A short lease, so a leadership lost with etcd is taken back soon after etcd returns.
 fn setup() -> Setup {
@@ -75,7 +46,7 @@ async fn etcd_down_for_30s_leaves_the_hosts_alone_and_ballast_resumes_by_itself(
     let rig = Rig::acquire()?;
     let mut etcd = TestEtcd::start().await?;
     let stage = Stage::start(&rig, etcd.endpoints(), &setup()).await?;
-    stage.apply_yaml("roles.yaml", &roles(&rig, &rig.image("v1")))?;
+    stage.apply_yaml("roles.yaml", &web_tier(&rig, &rig.image("v1")))?;
     stage.converge()?;
     let web = container(&rig, 1, "web")?;
     let replica = container(&rig, 2, "web_replica")?;
@@ -135,7 +106,7 @@ async fn a_three_member_etcd_cluster_loses_its_leader_and_ballast_keeps_working(
     let rig = Rig::acquire()?;
     let mut cluster = TestEtcdCluster::start(3).await?;
     let stage = Stage::start(&rig, cluster.endpoints(), &setup()).await?;
-    stage.apply_yaml("roles.yaml", &roles(&rig, &rig.image("v1")))?;
+    stage.apply_yaml("roles.yaml", &web_tier(&rig, &rig.image("v1")))?;
     stage.converge()?;
     let replica = container(&rig, 2, "web_replica")?;
 

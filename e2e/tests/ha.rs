@@ -8,6 +8,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use ballast_e2e::stage::web_tier;
 use ballast_e2e::{ballastd_options, until, Rig};
 use ballast_specs::wire::{List, UnitState, UnitStatus};
 use ballast_tests::ballastd::Ballastd;
@@ -16,34 +17,6 @@ use ballast_tests::TestEtcd;
 
 const WAIT: Duration = Duration::from_secs(90);
 const TTL: Duration = Duration::from_secs(3);
-
-fn roles(rig: &Rig, web: &str) -> String {
-    format!(
-        r#"apiVersion: ballast/v1
-kind: Role
-metadata: {{name: web}}
-spec:
-  hosts: [h1]
-  image: {web}
-  resources: {{cpus: 1.5, memory: 1.75g}}
-  ports: ["3000:3000"]
-  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
-  deployTimeout: 30s
----
-apiVersion: ballast/v1
-kind: Role
-metadata: {{name: web_replica}}
-spec:
-  hosts: [h2]
-  image: {v1}
-  resources: {{memory: 2g}}
-  ports: ["3000:3000"]
-  health: {{http: {{path: /up, port: 3000}}, interval: 1s, timeout: 5s}}
-  deployTimeout: 30s
-"#,
-        v1 = rig.image("v1")
-    )
-}
 
 /// A ballastd for the rig with `--lease-ttl 3s`; ECR credentials from `moto` when the rig's registry asks for them.
 async fn start(rig: &Rig, etcd: &TestEtcd, moto: Option<&TestMoto>) -> Result<Ballastd> {
@@ -123,13 +96,13 @@ async fn a_leader_killed_during_a_rollout_is_replaced_and_the_rollout_finishes_o
     let hosts = rig.hosts_yaml().display().to_string();
     ok(&standby, &["apply", "-f", &hosts])?;
     let file = specs.path().join("roles.yaml");
-    std::fs::write(&file, roles(&rig, &rig.image("v1")))?;
+    std::fs::write(&file, web_tier(&rig, &rig.image("v1")))?;
     ok(&standby, &["apply", "-f", file.to_str().context("path")?])?;
     ok(&standby, &["status", "--wait", "--timeout", "90s"])?;
     ensure!(leads(&standby) == Some(false), "the standby leads");
 
     let since = rig.docker(1, &["info", "--format", "{{.SystemTime}}"])?.trim().to_string();
-    std::fs::write(&file, roles(&rig, &rig.image("v2")))?;
+    std::fs::write(&file, web_tier(&rig, &rig.image("v2")))?;
     ok(&standby, &["apply", "-f", file.to_str().context("path")?])?;
     // Kill the leader in the middle of the rollout: once the new container exists.
     until(WAIT, "the new web container", || {

@@ -97,6 +97,7 @@ pub async fn run_draining(
         passes_dirty: HashSet::new(),
         unit_attempts: HashMap::new(),
         host_attempts: HashMap::new(),
+        host_retries: HashSet::new(),
         watchers: HashMap::new(),
     };
     tokio::select! {
@@ -121,6 +122,8 @@ struct Loop {
     passes_dirty: HashSet<String>,
     unit_attempts: HashMap<Unit, u32>,
     host_attempts: HashMap<String, u32>,
+    /// Hosts with a retry pass already scheduled: a failing host's units each report it, but it is retried once.
+    host_retries: HashSet<String>,
     /// The Docker event subscription of each host, with the spec it was made for.
     watchers: HashMap<String, (HostSpec, tokio::task::JoinHandle<()>)>,
 }
@@ -238,7 +241,11 @@ impl Loop {
                 self.pass_all();
             }
             Event::Container { host, role } => self.schedule_unit(Unit { role, host }),
-            Event::HostStream { host } | Event::RetryHost(host) => self.schedule_pass(&host),
+            Event::HostStream { host } => self.schedule_pass(&host),
+            Event::RetryHost(host) => {
+                self.host_retries.remove(&host);
+                self.schedule_pass(&host);
+            }
             Event::RetryUnit(unit) => self.schedule_unit(unit),
             Event::UnitDone(unit, result) => {
                 self.in_flight.remove(&unit);
@@ -343,10 +350,14 @@ impl Loop {
     }
 
     fn retry_host(&mut self, host: &str) {
+        if self.host_retries.contains(host) {
+            return;
+        }
         let attempts = self.host_attempts.entry(host.to_string()).or_default();
         if *attempts > 0 && self.passes.contains(host) {
             return;
         }
+        self.host_retries.insert(host.to_string());
         let delay = backoff(&self.config, attempts);
         self.later(Event::RetryHost(host.to_string()), delay);
     }
