@@ -9,6 +9,7 @@ use ballast_e2e::stage::{tail, text, web_role, Setup, Stage, WAIT};
 use ballast_e2e::{until, Rig};
 use ballast_specs::wire::UnitState;
 use ballast_tests::ballastd::closed_port;
+use ballast_tests::etcd::unbase64;
 use ballast_tests::TestEtcd;
 /// The secret every scenario reads, as in the seed deployment.
 const SECRET: &str = "data-lake/prod";
@@ -74,7 +75,10 @@ async fn etcd_history(etcd: &TestEtcd) -> Result<Vec<(String, String)>> {
     for revision in 1..=head {
         let answer = etcd.post("/v3/kv/range", everything(revision)).await?;
         for kv in answer["kvs"].as_array().into_iter().flatten() {
-            let field = |name: &str| unbase64(kv[name].as_str().unwrap_or_default());
+            let field = |name: &str| {
+                let text = kv[name].as_str().unwrap_or_default();
+                unbase64(text).with_context(|| format!("etcd sent bad base64: {text:?}"))
+            };
             let key = String::from_utf8_lossy(&field("key")?).to_string();
             let version = kv["mod_revision"].as_str().unwrap_or_default().to_string();
             let value = String::from_utf8_lossy(&field("value")?).to_string();
@@ -82,23 +86,6 @@ async fn etcd_history(etcd: &TestEtcd) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(seen.into_iter().collect())
-}
-
-/// Standard base64 (with padding), as etcd's JSON gateway sends bytes.
-fn unbase64(text: &str) -> Result<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut out, mut bits, mut count) = (Vec::new(), 0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let digit = ALPHABET.iter().position(|&a| a == c).with_context(|| format!("bad base64: {text:?}"))?;
-        bits = (bits << 6) | digit as u32;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    Ok(out)
 }
 
 #[tokio::test]

@@ -232,14 +232,20 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn one_member_leads_and_a_clean_shutdown_hands_over_at_once() {
-        let cluster = Cluster::new().await;
+    /// `a` leads, `b` stands by, and the role has converged.
+    async fn leader_and_standby_converged(cluster: &Cluster) -> (Member, Member) {
         let a = cluster.member("a", Duration::from_millis(500), runtime::DRAIN);
         leads(&a).await;
         let b = cluster.member("b", Duration::from_millis(500), runtime::DRAIN);
         cluster.apply_role().await;
         cluster.converged().await;
+        (a, b)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_member_leads_and_a_clean_shutdown_hands_over_at_once() {
+        let cluster = Cluster::new().await;
+        let (a, b) = leader_and_standby_converged(&cluster).await;
         tokio::time::sleep(TTL * 5).await;
         assert!(a.metrics.is_leader() && !b.metrics.is_leader());
         assert_eq!(cluster.host().calls("create"), 1);
@@ -264,11 +270,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_vanished_leader_is_replaced_once_its_lease_expires() {
         let cluster = Cluster::new().await;
-        let a = cluster.member("a", Duration::from_millis(500), runtime::DRAIN);
-        leads(&a).await;
-        let b = cluster.member("b", Duration::from_millis(500), runtime::DRAIN);
-        cluster.apply_role().await;
-        cluster.converged().await;
+        let (a, b) = leader_and_standby_converged(&cluster).await;
 
         // Like `kill -9`: the loop, its reconciler and its renewals vanish; nobody resigns.
         a.task.abort();

@@ -296,7 +296,7 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 /// Standard base64 with padding (etcd's JSON gateway takes keys this way).
-fn base64(bytes: &[u8]) -> String {
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
@@ -313,7 +313,8 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn unbase64(text: &str) -> Option<Vec<u8>> {
+/// Standard base64 (padding optional) back to bytes, as etcd's JSON gateway sends them; `None` if malformed.
+pub fn unbase64(text: &str) -> Option<Vec<u8>> {
     let mut bits = 0u32;
     let mut count = 0;
     let mut out = Vec::new();

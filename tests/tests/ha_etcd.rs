@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use ballast_operator::store::etcd::EtcdStore;
 use ballast_operator::store::{Election, Leadership, Store, StoreError, LEADER_KEY};
+use ballast_tests::etcd::base64;
 use ballast_tests::objects::{event, status};
 use ballast_tests::TestEtcd;
 use serde_json::json;
@@ -149,22 +150,4 @@ async fn a_leader_cut_off_from_etcd_steps_down_within_its_ttl() {
     etcd.restart().await.unwrap();
     let b = tokio::time::timeout(WAIT, store.campaign("b", TTL)).await.expect("someone leads again").unwrap();
     assert!(b.is_leading());
-}
-
-/// Standard base64 with padding, for etcd's JSON gateway.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

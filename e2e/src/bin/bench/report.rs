@@ -433,7 +433,9 @@ fn figures(out: &mut String, r: &Results, hosts: usize) {
     }
     let _ = writeln!(
         out,
-        "\n### 1,000 simulated hosts\n\nMeasured by another bench (simulated hosts, not rig hosts); its figures go here when it lands."
+        "\n### 1,000 simulated hosts\n\nMeasured by another command, on in-memory hosts rather than rig hosts \
+         (`cargo run --release -p ballast-operator --example simulate -- --hosts 1000`): its figures are in the \
+         analysis below (\"Row 6: 1,000 simulated hosts\")."
     );
 }
 
