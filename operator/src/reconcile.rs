@@ -97,6 +97,8 @@ pub struct Context {
     pub config: Config,
     /// One rollout per role at a time: hosts of a role roll one by one.
     rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Wakes a unit that waits for its role's rollout lock when something new is seen for it (see [`Context::poke`]).
+    pokes: Mutex<HashMap<Unit, Arc<tokio::sync::Notify>>>,
     /// The last status written per unit, so a status is written only when it changes.
     statuses: Mutex<Statuses>,
     /// The generation each role with secrets was last resolved at: a new one re-reads its secret.
@@ -213,6 +215,7 @@ impl Context {
             registry,
             config,
             rollout_locks: Mutex::default(),
+            pokes: Mutex::default(),
             statuses: Mutex::default(),
             secret_generations: Mutex::default(),
             metrics: Arc::new(Metrics::unregistered()),
@@ -300,6 +303,26 @@ impl Context {
 
     fn lock_statuses(&self) -> std::sync::MutexGuard<'_, Statuses> {
         self.statuses.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Something new was seen for `unit` while its reconcile runs (a Docker event, a spec change, a resync): if it
+    /// waits for its role's rollout lock, it looks at its host again, so that a container removed meanwhile is
+    /// created at once instead of after another host's rollout.
+    pub fn poke(&self, unit: &Unit) {
+        self.lock_pokes().entry(unit.clone()).or_default().notify_one();
+    }
+
+    /// Forgets the pokes of a unit whose reconcile ended.
+    pub fn forget_pokes(&self, unit: &Unit) {
+        self.lock_pokes().remove(unit);
+    }
+
+    fn pokes_of(&self, unit: &Unit) -> Arc<tokio::sync::Notify> {
+        self.lock_pokes().entry(unit.clone()).or_default().clone()
+    }
+
+    fn lock_pokes(&self) -> std::sync::MutexGuard<'_, HashMap<Unit, Arc<tokio::sync::Notify>>> {
+        self.pokes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn rollout_lock(&self, role: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -515,7 +538,9 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
     };
     let mut rollout_guard = None;
 
-    for _ in 0..ctx.config.max_passes {
+    let mut passes = 0;
+    while passes < ctx.config.max_passes {
+        passes += 1;
         let listing = match client.list().await {
             Ok(listing) => listing,
             Err(e) => return Err(unreachable(ctx, unit, role, e).await),
@@ -546,11 +571,22 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
             ctx.check_converged(role);
             return Ok(plan.state);
         }
-        let rolls = plan.actions.iter().any(|a| matches!(a, Action::Deploy { .. } | Action::Finish { .. }));
+        // Replacing a container holds the role's rollout lock: hosts of a role roll one at a time. Creating a
+        // missing one does not: nothing there is serving to protect, and a container removed on one host must
+        // not wait for another host's rollout (up to its deployTimeout) to come back.
+        let rolls = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Deploy { old: Some(_), .. } | Action::Finish { .. }));
         if rolls && rollout_guard.is_none() {
-            // Hosts of a role roll one at a time. Another host may have failed this very rollout while we
-            // waited: look again under the lock.
-            rollout_guard = Some(ctx.rollout_lock(&unit.role).lock_owned().await);
+            // Another host may have failed this very rollout while we waited: look again under the lock. A poke
+            // (something new seen for this unit) looks again without it. Waiting is not a pass.
+            let (lock, poked) = (ctx.rollout_lock(&unit.role), ctx.pokes_of(unit));
+            tokio::select! {
+                guard = lock.lock_owned() => rollout_guard = Some(guard),
+                () = poked.notified() => {}
+            }
+            passes -= 1;
             continue;
         }
         let status = progress_status(ctx, unit, role, &plan);

@@ -249,6 +249,7 @@ impl Loop {
             Event::RetryUnit(unit) => self.schedule_unit(unit),
             Event::UnitDone(unit, result) => {
                 self.in_flight.remove(&unit);
+                self.ctx.forget_pokes(&unit);
                 match result {
                     Ok(()) => {
                         self.unit_attempts.remove(&unit);
@@ -321,6 +322,7 @@ impl Loop {
 
     fn schedule_unit(&mut self, unit: Unit) {
         if self.in_flight.contains(&unit) {
+            self.ctx.poke(&unit);
             self.dirty.insert(unit);
             return;
         }

@@ -319,6 +319,37 @@ async fn a_rollout_that_fails_on_one_host_halts_the_others_and_says_where() {
 }
 
 #[tokio::test]
+async fn a_removed_container_comes_back_without_waiting_for_another_hosts_rollout() {
+    let rig = Rig::start().await;
+    rig.apply(vec![role("api", &["h1", "h2"], V1, json!({"memory": "256m"}), true)]).await;
+    rig.converged(&[("api", "h1"), ("api", "h2")]).await;
+    // V2 never gets healthy: the first host to roll holds the role's rollout for its deployTimeout (2 s).
+    for h in ["h1", "h2"] {
+        rig.host(h).set_unhealthy(V2);
+    }
+    rig.update("api", |r| r.spec.image = V2.into()).await;
+    let (rolling, waiting) = loop {
+        if of_role(&rig.host("h1"), "api").len() == 2 {
+            break (rig.host("h1"), rig.host("h2"));
+        }
+        if of_role(&rig.host("h2"), "api").len() == 2 {
+            break (rig.host("h2"), rig.host("h1"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // The waiting host loses its container: it is created again at once, not after the other host's rollout.
+    let creates = waiting.calls("create");
+    waiting.remove_out_of_band(&only(&waiting, "api").id);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while waiting.calls("create") == creates {
+        assert!(tokio::time::Instant::now() < deadline, "the removed container waited for the rollout");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(of_role(&rolling, "api").len(), 2, "the other host's rollout is still under way");
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn retry_tries_a_failed_rollout_again() {
     let rig = Rig::start().await;
     rig.apply(datalake()).await;
