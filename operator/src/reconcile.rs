@@ -305,9 +305,9 @@ impl Context {
         self.statuses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Something new was seen for `unit` while its reconcile runs (a Docker event, a spec change, a resync): if it
-    /// waits for its role's rollout lock, it looks at its host again, so that a container removed meanwhile is
-    /// created at once instead of after another host's rollout.
+    /// A Docker event of `unit` came while its reconcile runs: if it waits for its role's rollout lock, it looks at
+    /// its host again, so that a container removed meanwhile is created at once instead of after another host's
+    /// rollout.
     pub fn poke(&self, unit: &Unit) {
         self.lock_pokes().entry(unit.clone()).or_default().notify_one();
     }

@@ -240,7 +240,15 @@ impl Loop {
                 }
                 self.pass_all();
             }
-            Event::Container { host, role } => self.schedule_unit(Unit { role, host }),
+            Event::Container { host, role } => {
+                let unit = Unit { role, host };
+                // A unit waiting for its role's rollout looks at its host again on a Docker event of its own
+                // (not on every resync: those find nothing the events did not already say).
+                if self.in_flight.contains(&unit) {
+                    self.ctx.poke(&unit);
+                }
+                self.schedule_unit(unit);
+            }
             Event::HostStream { host } => self.schedule_pass(&host),
             Event::RetryHost(host) => {
                 self.host_retries.remove(&host);
@@ -322,7 +330,6 @@ impl Loop {
 
     fn schedule_unit(&mut self, unit: Unit) {
         if self.in_flight.contains(&unit) {
-            self.ctx.poke(&unit);
             self.dirty.insert(unit);
             return;
         }
