@@ -59,7 +59,7 @@ async fn measure(bench: &mut Bench, stage: &Stage, dockers: &[bollard::Docker]) 
         ("fleet.scale.n", format!("{count} hosts: one role on each"), one_each.clone()),
         (
             "fleet.scale.role",
-            format!("{count} hosts: one role on all (rolled one host at a time)"),
+            format!("{count} hosts: one role on all (created on all at once: there is nothing to roll)"),
             vec![("all".to_string(), hosts.clone())],
         ),
     ];

@@ -429,7 +429,7 @@ fn figures(out: &mut String, r: &Results, hosts: usize) {
         );
     }
     if let (Some(one), Some(role)) = (r.median("fleet.scale.1"), r.median("fleet.scale.role")) {
-        let _ = writeln!(out, "One role spanning the {hosts} hosts takes {:.2}× one host: its hosts roll one at a time, by design.", role / one);
+        let _ = writeln!(out, "One role spanning the {hosts} hosts takes {:.2}× one host: a first deploy creates on every host at once (a replacement, by design, rolls one host at a time).", role / one);
     }
     let _ = writeln!(
         out,
