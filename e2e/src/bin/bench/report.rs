@@ -245,7 +245,8 @@ fn targets(out: &mut String, r: &Results) {
         } else {
             format!("**missed**: {} calls instead of 1", fmt(calls.median, "calls"))
         };
-        let _ = writeln!(out, "| a converged host costs one Docker list call per resync | {} calls ({} list) per host per resync | {verdict} |", fmt(calls.median, "calls"), fmt(lists.median, "calls"));
+        let noun = if calls.median == 1.0 { "call" } else { "calls" };
+        let _ = writeln!(out, "| a converged host costs one Docker list call per resync | {} {noun} ({} list) per host per resync | {verdict} |", fmt(calls.median, "calls"), fmt(lists.median, "calls"));
     }
     if let Some(w) = r.get("fleet.noop.writes").and_then(|f| f.summary()) {
         let total: f64 = r.get("fleet.noop.writes").map_or(0.0, |f| f.values.iter().sum());
