@@ -153,6 +153,27 @@ pub fn web_tier(rig: &Rig, web: &str) -> String {
     )
 }
 
+/// `GET PATH` of a ballastd's own HTTP server, as a plain HTTP/1.0 request (no client library needed): the
+/// status line and the body.
+pub fn get(ballastd: &Ballastd, path: &str) -> Result<(String, String)> {
+    use std::io::{Read, Write};
+    let address = ballastd.url().strip_prefix("http://").context("ballastd url")?;
+    let mut stream = std::net::TcpStream::connect(address).context("connecting to ballastd")?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: ballastd\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    Ok((head.lines().next().unwrap_or_default().to_string(), body.to_string()))
+}
+
+/// Whether `ballastd` leads (`ballast_leader` of its `GET /metrics`); `None` when it does not answer.
+pub fn leads(ballastd: &Ballastd) -> Option<bool> {
+    let (_, body) = get(ballastd, "/metrics").ok()?;
+    let line = body.lines().find(|l| l.starts_with("ballast_leader "))?;
+    Some(line.trim_end().ends_with(" 1"))
+}
+
 /// A command's stdout and stderr, for messages.
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use ballast_e2e::stage::{tail, text, web_tier, Setup, Stage, WAIT};
+use ballast_e2e::stage::{get, tail, text, web_tier, Setup, Stage, WAIT};
 use ballast_e2e::{until, Rig};
 use ballast_specs::wire::UnitState;
 use ballast_tests::{process, TestEtcd, TestEtcdCluster};
@@ -23,14 +23,8 @@ fn setup() -> Setup {
 
 /// `GET /up` of ballastd itself: its liveness.
 fn live(stage: &Stage) -> Result<()> {
-    let address = stage.ballastd.url().strip_prefix("http://").context("ballastd url")?;
-    let mut stream = std::net::TcpStream::connect(address).context("connecting to ballastd")?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    use std::io::{Read, Write};
-    stream.write_all(b"GET /up HTTP/1.0\r\nHost: ballastd\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    ensure!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "GET /up: {answer}");
+    let (status, _) = get(&stage.ballastd, "/up")?;
+    ensure!(status.contains(" 200"), "GET /up: {status}");
     Ok(())
 }
 

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use ballast_e2e::stage::{tail, text, Setup};
-use ballast_e2e::{fault_seed, until, Rig, Rng};
+use ballast_e2e::stage::{leads, tail, text, Setup};
+use ballast_e2e::{ballastd_options, fault_seed, until, Rig, Rng};
 use ballast_specs::wire::{UnitState, UnitStatus};
+use ballast_tests::ballastd::Ballastd;
 use ballast_tests::{process, TestEtcd};
 
 /// How long the fleet may take to converge after a fault.
@@ -73,6 +74,8 @@ spec:
 enum Fault {
     /// `kill -9` of ballastd, restarted after `down`; `twice`: killed again soon after the restart.
     Kill { down: Duration, twice: Option<Duration> },
+    /// Two ballastd: `kill -9` of the one that leads, a new one started after `down` (it stands by).
+    KillLeader { down: Duration },
     /// Host `host`'s link cut for `down`, then restored.
     Link { host: usize, down: Duration },
     /// etcd killed, started again after `down` on the same ports and data.
@@ -112,6 +115,10 @@ enum Change {
 /// A real etcd, a real ballastd on it for the rig, the hosts and roles applied, and what the suite expects.
 struct Stage {
     run: ballast_e2e::stage::Stage,
+    /// A second ballastd on the same etcd (the leader-kill test): one of the two leads.
+    standby: Option<Ballastd>,
+    /// The arguments both get.
+    setup: Setup,
     etcd: TestEtcd,
     /// The tag each role should run.
     images: BTreeMap<&'static str, &'static str>,
@@ -123,10 +130,18 @@ struct Stage {
 
 impl Stage {
     async fn start(rig: &Rig) -> Result<Stage> {
+        Stage::start_with(rig, Setup::default(), false).await
+    }
+
+    /// With `pair`, a second ballastd stands by; both get `setup`.
+    async fn start_with(rig: &Rig, setup: Setup, pair: bool) -> Result<Stage> {
         let etcd = TestEtcd::start().await?;
-        let run = ballast_e2e::stage::Stage::start(rig, etcd.endpoints(), &Setup::default()).await?;
+        let run = ballast_e2e::stage::Stage::start(rig, etcd.endpoints(), &setup).await?;
         let images = ROLES.iter().map(|(r, _)| (*r, "v1")).collect();
-        let mut stage = Stage { run, etcd, images, bystanders: Vec::new(), kills: 0 };
+        let mut stage = Stage { run, standby: None, setup, etcd, images, bystanders: Vec::new(), kills: 0 };
+        if pair {
+            stage.standby = Some(stage.another_ballastd(rig).await?);
+        }
         for host in HOSTS {
             stage.add_bystander(rig, host)?;
         }
@@ -154,14 +169,39 @@ impl Stage {
 
     /// Kills ballastd with SIGKILL (by its PID) and starts a new one on the same etcd after `down`.
     async fn kill_and_restart(&mut self, rig: &Rig, down: Duration) -> Result<()> {
-        let pid = self.run.ballastd.pid().context("ballastd pid")?;
-        process::kill(pid)?;
+        kill(self.run.ballastd.pid().context("ballastd pid")?)?;
         self.kills += 1;
-        until(Duration::from_secs(10), "the killed ballastd to be gone", || {
-            (!process::is_running(pid)).then_some(())
-        })?;
         tokio::time::sleep(down).await;
-        self.run.replace(rig, None, &Setup::default()).await?;
+        self.run.replace(rig, None, &self.setup.clone()).await?;
+        Ok(())
+    }
+
+    /// A ballastd like the stage's, on the same etcd and moto.
+    async fn another_ballastd(&self, rig: &Rig) -> Result<Ballastd> {
+        let aws = self.run.moto.as_ref().map(|m| m.endpoint());
+        let args: Vec<&str> = self.setup.args.iter().map(String::as_str).collect();
+        Ballastd::start_with(ballastd_options(rig, &self.etcd.endpoints(), aws.as_deref(), &args)?).await
+    }
+
+    /// Kills whichever of the two ballastd leads (SIGKILL, by PID) and, after `down`, starts a new one in its place.
+    async fn kill_leader(&mut self, rig: &Rig, down: Duration) -> Result<()> {
+        let standby = self.standby.as_ref().context("the stage has one ballastd")?;
+        let first = until(Duration::from_secs(30), "one of the two to lead", || {
+            match (leads(&self.run.ballastd)?, leads(standby)?) {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                _ => None,
+            }
+        })?;
+        let leader = if first { &self.run.ballastd } else { standby };
+        kill(leader.pid().context("ballastd pid")?)?;
+        self.kills += 1;
+        tokio::time::sleep(down).await;
+        if first {
+            self.run.replace(rig, None, &self.setup.clone()).await?;
+        } else {
+            self.standby = Some(self.another_ballastd(rig).await?);
+        }
         Ok(())
     }
 
@@ -276,6 +316,14 @@ impl Stage {
     }
 }
 
+/// `kill -9` of a process by PID, and waits until it is gone.
+fn kill(pid: u32) -> Result<()> {
+    process::kill(pid)?;
+    until(Duration::from_secs(10), "the killed ballastd to be gone", || {
+        (!process::is_running(pid)).then_some(())
+    })
+}
+
 /// The seed of this test: the suite's seed mixed with the test's name, so tests differ but replay together.
 fn seeded(test: &str) -> Result<Rng> {
     let seed = fault_seed()?;
@@ -300,7 +348,9 @@ async fn cycle(rig: &Rig, stage: &mut Stage, rng: &mut Rng, n: usize, fault: Fau
         let others: Vec<&'static str> = TAGS.iter().copied().filter(|t| *t != stage.images[role]).collect();
         changes.push((*role, *rng.pick(&others)));
     }
-    let delay = Duration::from_millis(rng.between(0, 3000));
+    // A leader's rollouts are short (TTL-bound take-overs are not): kill it early, while they still run.
+    let latest = if matches!(fault, Fault::KillLeader { .. }) { 1000 } else { 3000 };
+    let delay = Duration::from_millis(rng.between(0, latest));
 
     let started = Instant::now();
     for (role, tag) in &changes {
@@ -338,6 +388,7 @@ async fn inject(rig: &Rig, stage: &mut Stage, fault: &Fault) -> Result<()> {
                 stage.kill_and_restart(rig, *down).await?;
             }
         }
+        Fault::KillLeader { down } => stage.kill_leader(rig, *down).await?,
         Fault::Link { host, down } => {
             let link = LinkCut::new(rig, *host)?;
             tokio::time::sleep(*down).await;
@@ -447,6 +498,23 @@ async fn ballastd_killed_during_rollouts() -> Result<()> {
         cycle(&rig, &mut stage, &mut rng, n, Fault::Kill { down, twice }).await?;
     }
     println!("{} kills in {n} cycles, {:.0} s", stage.kills, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Two ballastd (lease 3 s): the one that leads is killed at random moments of rollouts, 6 times; the other
+/// takes over and finishes what was started, with one container per (role, host) in the end.
+#[tokio::test]
+async fn leader_killed_during_rollouts() -> Result<()> {
+    let mut rng = seeded("leader_killed_during_rollouts")?;
+    let rig = Rig::acquire()?;
+    let setup = Setup { args: vec!["--lease-ttl".into(), "3s".into()], ..Setup::default() };
+    let mut stage = Stage::start_with(&rig, setup, true).await?;
+    let started = Instant::now();
+    for n in 1..=6 {
+        let down = Duration::from_millis(rng.between(0, 1000));
+        cycle(&rig, &mut stage, &mut rng, n, Fault::KillLeader { down }).await?;
+    }
+    println!("{} leaders killed, {:.0} s", stage.kills, started.elapsed().as_secs_f64());
     Ok(())
 }
 

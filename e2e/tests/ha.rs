@@ -2,13 +2,11 @@
 //! killed (`kill -9`) in the middle of a rollout; the standby takes over, finishes the rollout without a second
 //! new container, and every role ends with exactly one container.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use ballast_e2e::stage::web_tier;
+use ballast_e2e::stage::{leads, web_tier};
 use ballast_e2e::{ballastd_options, until, Rig};
 use ballast_specs::wire::{List, UnitState, UnitStatus};
 use ballast_tests::ballastd::Ballastd;
@@ -23,18 +21,6 @@ async fn start(rig: &Rig, etcd: &TestEtcd, moto: Option<&TestMoto>) -> Result<Ba
     let aws = moto.map(TestMoto::endpoint);
     Ballastd::start_with(ballastd_options(rig, &etcd.endpoints(), aws.as_deref(), &["--lease-ttl", "3s"])?)
         .await
-}
-
-/// `ballast_leader` from `GET /metrics` (a plain HTTP/1.0 request: no client library needed).
-fn leads(ballastd: &Ballastd) -> Option<bool> {
-    let address = ballastd.url().strip_prefix("http://")?;
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: ballastd\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let line = answer.lines().find(|l| l.starts_with("ballast_leader "))?;
-    Some(line.trim_end().ends_with(" 1"))
 }
 
 fn ok(ballastd: &Ballastd, args: &[&str]) -> Result<String> {
