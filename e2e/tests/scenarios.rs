@@ -66,14 +66,20 @@ fn bystander_alive(rig: &Rig, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// A real etcd and a stage on it with the datalake roles at v1, converged.
+async fn converged_datalake(rig: &Rig) -> Result<(TestEtcd, Stage)> {
+    let etcd = TestEtcd::start().await?;
+    let stage = Stage::start(rig, etcd.endpoints(), &Setup::default()).await?;
+    stage.apply_yaml("roles.yaml", &datalake(rig, &rig.image("v1"), &rig.image("v1")))?;
+    stage.converge()?;
+    Ok((etcd, stage))
+}
+
 #[tokio::test]
 async fn datalake_converges_rolls_and_corrects_drift() -> Result<()> {
     let rig = Rig::acquire()?;
     let bystander = bystander(&rig)?;
-    let etcd = TestEtcd::start().await?;
-    let stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
-    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
-    stage.converge()?;
+    let (_etcd, stage) = converged_datalake(&rig).await?;
 
     // docker inspect on each host: image, NanoCpus, Memory.
     let web = rig.container_of(1, "web")?;
@@ -120,10 +126,7 @@ async fn datalake_converges_rolls_and_corrects_drift() -> Result<()> {
 async fn failed_rollouts_keep_the_old_container_answering_and_recover() -> Result<()> {
     let rig = Rig::acquire()?;
     let bystander = bystander(&rig)?;
-    let etcd = TestEtcd::start().await?;
-    let stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
-    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
-    stage.converge()?;
+    let (_etcd, stage) = converged_datalake(&rig).await?;
     let web = rig.container_of(1, "web")?;
 
     // A tag that does not exist.
@@ -154,10 +157,7 @@ async fn failed_rollouts_keep_the_old_container_answering_and_recover() -> Resul
 #[tokio::test]
 async fn a_cut_link_during_a_rollout_leaves_the_other_host_converging() -> Result<()> {
     let rig = Rig::acquire()?;
-    let etcd = TestEtcd::start().await?;
-    let stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
-    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
-    stage.converge()?;
+    let (_etcd, stage) = converged_datalake(&rig).await?;
 
     rig.ctl(&["link", "2", "down"])?;
     let result = (|| -> Result<()> {
@@ -181,10 +181,7 @@ async fn a_cut_link_during_a_rollout_leaves_the_other_host_converging() -> Resul
 async fn a_killed_operator_resumes_without_duplicates() -> Result<()> {
     let rig = Rig::acquire()?;
     let bystander = bystander(&rig)?;
-    let etcd = TestEtcd::start().await?;
-    let mut stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
-    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
-    stage.converge()?;
+    let (_etcd, mut stage) = converged_datalake(&rig).await?;
 
     stage.ok(&["set", "image", "web", &rig.image("v2")])?;
     // Kill it in the middle of the rollout: once the new container exists.
@@ -207,10 +204,7 @@ async fn a_killed_operator_resumes_without_duplicates() -> Result<()> {
 #[tokio::test]
 async fn a_changed_host_key_is_refused_and_nothing_is_done() -> Result<()> {
     let rig = Rig::acquire()?;
-    let etcd = TestEtcd::start().await?;
-    let mut stage = Stage::start(&rig, etcd.endpoints(), &Setup::default()).await?;
-    stage.apply_yaml("roles.yaml", &datalake(&rig, &rig.image("v1"), &rig.image("v1")))?;
-    stage.converge()?;
+    let (_etcd, mut stage) = converged_datalake(&rig).await?;
 
     // The host gets a new key; an SSH session made before stays trusted, so the operator restarts and dials anew.
     rig.ctl(&["rekey", "2"])?;
