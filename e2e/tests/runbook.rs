@@ -44,8 +44,10 @@ async fn every_runbook_row_about_containers_works_as_written() -> Result<()> {
     ensure!(failed.message.contains("not healthy within deployTimeout 5s"), "{}", failed.message);
     assert_eq!(rig.curl(1, 3000, "/up")?, "v1", "the old container does not answer");
     assert_eq!(rig.container_of(1, "web")?, web);
-    let events = stage.ok(&["events", "web"])?;
-    ensure!(events.contains("RolloutFailed"), "events web: {events}");
+    // The status is written before the event: wait for it.
+    until(WAIT, "RolloutFailed in `ballast events web`", || {
+        stage.ok(&["events", "web"]).ok()?.contains("RolloutFailed").then_some(())
+    })?;
     stage.ok(&["logs", "web", "--tail", "20"])?;
     // `rollout retry` tries the same spec again (and fails again); `rollout undo` goes back.
     stage.ok(&["rollout", "retry", "web"])?;
@@ -64,8 +66,10 @@ async fn every_runbook_row_about_containers_works_as_written() -> Result<()> {
     until(WAIT, "job running again", || {
         (rig.inspect(1, &job, "{{.State.Running}}").ok()? == "true").then_some(())
     })?;
-    let events = stage.ok(&["events", "job"])?;
-    ensure!(events.contains("started job"), "events job: {events}");
+    // The event is written right after the start returns: wait for it too.
+    until(WAIT, "the start in `ballast events job`", || {
+        stage.ok(&["events", "job"]).ok()?.contains("started job").then_some(())
+    })?;
 
     // Sidekiq OOM-killed: more memory in place, same container, visible in the history.
     let started = rig.inspect(1, &job, "{{.State.StartedAt}}")?;
@@ -92,7 +96,9 @@ async fn every_runbook_row_about_containers_works_as_written() -> Result<()> {
     let twin = rig.docker(1, &run)?;
     until(WAIT, "the duplicate removed", || rig.inspect(1, &twin, "{{.Id}}").is_err().then_some(()))?;
     assert_eq!(rig.container_of(1, "job")?, job, "the duplicate was kept instead");
-    ensure!(stage.ok(&["events", "job"])?.contains("duplicate container"), "no duplicate event");
+    until(WAIT, "the removal in `ballast events job`", || {
+        stage.ok(&["events", "job"]).ok()?.contains("duplicate container").then_some(())
+    })?;
 
     // Work by hand on a host: pause, and ballast observes without changing anything; resume puts it back.
     stage.ok(&["pause", "job"])?;

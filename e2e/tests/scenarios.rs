@@ -115,8 +115,10 @@ async fn datalake_converges_rolls_and_corrects_drift() -> Result<()> {
     })?;
     assert_eq!(rig.container_of(1, "web")?, web2);
     assert_eq!(rig.inspect(1, &web2, "{{.State.StartedAt}}")?, started, "web was restarted");
-    let events = stage.ok(&["events", "web"])?;
-    ensure!(events.contains("restored memory 1.75g"), "no restore event: {events}");
+    // The event is written right after the update returns: wait for it too.
+    until(WAIT, "the restore in `ballast events web`", || {
+        stage.ok(&["events", "web"]).ok()?.contains("restored memory 1.75g").then_some(())
+    })?;
 
     bystander_alive(&rig, &bystander)?;
     Ok(())
