@@ -242,6 +242,22 @@ mod tests {
         (a, b)
     }
 
+    /// `a` leads, `b` stands by (each with its (settle, drain)), and `a` has started the role's first container.
+    async fn rollout_started(
+        cluster: &Cluster,
+        (a_settle, a_drain): (Duration, Duration),
+        (b_settle, b_drain): (Duration, Duration),
+    ) -> (Member, Member) {
+        let a = cluster.member("a", a_settle, a_drain);
+        leads(&a).await;
+        let b = cluster.member("b", b_settle, b_drain);
+        cluster.apply_role().await;
+        while cluster.host().calls("start") == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (a, b)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_member_leads_and_a_clean_shutdown_hands_over_at_once() {
         let cluster = Cluster::new().await;
@@ -293,13 +309,7 @@ mod tests {
     async fn shutdown_lets_an_in_flight_rollout_finish_then_resigns() {
         let cluster = Cluster::new().await;
         let settle = Duration::from_secs(2);
-        let a = cluster.member("a", settle, runtime::DRAIN);
-        leads(&a).await;
-        let b = cluster.member("b", settle, runtime::DRAIN);
-        cluster.apply_role().await;
-        while cluster.host().calls("start") == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let (a, b) = rollout_started(&cluster, (settle, runtime::DRAIN), (settle, runtime::DRAIN)).await;
         let cancelled = Instant::now();
         a.shutdown.cancel();
         a.task.await.unwrap();
@@ -320,13 +330,9 @@ mod tests {
     async fn shutdown_aborts_in_flight_work_at_the_drain_deadline() {
         let cluster = Cluster::new().await;
         let drain = Duration::from_secs(1);
-        let a = cluster.member("a", Duration::from_secs(30), drain);
-        leads(&a).await;
-        let b = cluster.member("b", Duration::from_millis(500), drain);
-        cluster.apply_role().await;
-        while cluster.host().calls("start") == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let (a, b) =
+            rollout_started(&cluster, (Duration::from_secs(30), drain), (Duration::from_millis(500), drain))
+                .await;
         let cancelled = Instant::now();
         a.shutdown.cancel();
         a.task.await.unwrap();

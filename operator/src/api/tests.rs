@@ -47,7 +47,9 @@ async fn call(app: &Router, method: Method, path: &str, body: Option<Value>) -> 
     call_as(app, method, path, body, None).await
 }
 
-async fn call_as(
+/// A request with a JSON body (if any) and a bearer token (if any): the answer's status and bytes. Shared with
+/// the tests of `api::containers`.
+pub(super) async fn call_as(
     app: &Router,
     method: Method,
     path: &str,

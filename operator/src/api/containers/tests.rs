@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::access::ContainerAccess;
+use crate::api::tests::call_as as call;
 use crate::api::{router, AppState, Auth};
 use crate::aws::NoAws;
 use crate::hosts::fake::{FakeConnector, FakeHost};
@@ -106,19 +107,6 @@ fn request(method: Method, path: &str, body: Option<Value>, token: Option<&str>)
     }
     let body = body.map(|b| Body::from(serde_json::to_vec(&b).expect("json"))).unwrap_or_else(Body::empty);
     request.body(body).expect("request")
-}
-
-async fn call(
-    app: &Router,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    token: Option<&str>,
-) -> (StatusCode, Vec<u8>) {
-    let response = app.clone().oneshot(request(method, path, body, token)).await.expect("answer");
-    let status = response.status();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes().to_vec();
-    (status, bytes)
 }
 
 fn entries(bytes: &[u8]) -> Vec<LogEntry> {
