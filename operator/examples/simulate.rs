@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use ballast_operator::aws::NoAws;
 use ballast_operator::hosts::fake::{FakeConnector, FakeHost};
-use ballast_operator::hosts::ContainerState;
+use ballast_operator::hosts::{ContainerState, HostPool};
 use ballast_operator::labels;
 use ballast_operator::reconcile::{Config, Context, Unit};
 use ballast_operator::runtime::{self, RuntimeConfig};
@@ -163,7 +163,7 @@ impl Fleet {
         // The production knobs (`ballastd`'s defaults); only the resync is the run's.
         let ctx = Arc::new(Context::new(
             store.clone(),
-            Arc::new(connector),
+            Arc::new(HostPool::new(Arc::new(connector))),
             Arc::new(NoAws),
             Arc::new(NoAws),
             Config::default(),

@@ -1,5 +1,6 @@
-//! A role's containers for people (`ballast logs`, `ballast exec`): the API's [`Containers`] over the
-//! reconciler's host clients, so the API reaches hosts through the same connection as the reconciles.
+//! What the API asks of the operator, over the host pool the reconciler uses: a role's containers for people
+//! (`ballast logs`, `ballast exec`, the API's [`Containers`]) and the `ballast plan` preview (its [`Plans`]).
+//! The pool is shared, so the API reaches each host through the same connection as the reconciles.
 
 use std::sync::Arc;
 
@@ -8,21 +9,25 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ContainerError, Containers};
-use crate::hosts::{Container, DockerHost, ExecOutput, HostError, LogLine};
+use ballast_specs::wire::UnitPlan;
+
+use crate::api::{ContainerError, Containers, Plans};
+use crate::hosts::{Container, DockerHost, ExecOutput, HostError, HostPool, LogLine};
 use crate::labels;
-use crate::reconcile::{containers_of, is_running, Context, Unit};
+use crate::reconcile::{containers_of, is_running, Preview, Unit};
+use crate::store::{SpecStore, StoreError};
 
 /// Finds a unit's container on its host and reads its log or runs a command in it.
 pub struct ContainerAccess {
-    ctx: Arc<Context>,
+    store: Arc<dyn SpecStore>,
+    hosts: Arc<HostPool>,
     /// Cancelled at shutdown: followed logs end, so the HTTP server can drain.
     stop: CancellationToken,
 }
 
 impl ContainerAccess {
-    pub fn new(ctx: Arc<Context>, stop: CancellationToken) -> ContainerAccess {
-        ContainerAccess { ctx, stop }
+    pub fn new(store: Arc<dyn SpecStore>, hosts: Arc<HostPool>, stop: CancellationToken) -> ContainerAccess {
+        ContainerAccess { store, hosts, stop }
     }
 
     /// The host's client and the unit's container: a running one if any, else (unless `running` is asked
@@ -34,8 +39,8 @@ impl ContainerAccess {
         running: bool,
     ) -> Result<(Arc<dyn DockerHost>, Container), ContainerError> {
         let spec =
-            self.ctx.store.get_host(host).await?.ok_or_else(|| ContainerError::UnknownHost(host.into()))?;
-        let client = self.ctx.hosts.client(&spec);
+            self.store.get_host(host).await?.ok_or_else(|| ContainerError::UnknownHost(host.into()))?;
+        let client = self.hosts.client(&spec);
         let listing = client.list().await.map_err(|error| host_error(host, error))?;
         let unit = Unit { role: role.to_string(), host: host.to_string() };
         let mut found = containers_of(&listing, &unit);
@@ -72,6 +77,13 @@ impl Containers for ContainerAccess {
     async fn exec(&self, role: &str, host: &str, command: &[String]) -> Result<ExecOutput, ContainerError> {
         let (client, container) = self.container(role, host, true).await?;
         client.exec(&container.id, command).await.map_err(|error| host_error(host, error))
+    }
+}
+
+#[async_trait]
+impl Plans for Preview {
+    async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError> {
+        Preview::plan(self, role).await
     }
 }
 

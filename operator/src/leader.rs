@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
 use crate::runtime::{self, RuntimeConfig};
-use crate::store::{Election, Store};
+use crate::store::{Election, StatusStore};
 
 /// How this process campaigns and reconciles.
 #[derive(Clone, Debug)]
@@ -28,7 +28,7 @@ pub struct LeaderConfig {
 }
 
 /// Makes the reconciler's context of one term around the term's fenced store.
-pub type MakeContext = dyn Fn(Arc<dyn Store>) -> Context + Send + Sync;
+pub type MakeContext = dyn Fn(Arc<dyn StatusStore>) -> Context + Send + Sync;
 
 /// The reconciler's task, aborted if this loop is dropped (its own task aborted) rather than stopped.
 struct Reconciler(JoinHandle<()>);
@@ -136,7 +136,7 @@ mod tests {
     use super::*;
     use crate::aws::NoAws;
     use crate::hosts::fake::{FakeConnector, FakeHost};
-    use crate::hosts::{Connector, ContainerState};
+    use crate::hosts::{ContainerState, HostPool};
     use crate::reconcile::{self, Config, ReconcileError, Unit};
     use crate::store::memory::MemoryStore;
     use crate::store::Actor;
@@ -185,10 +185,10 @@ mod tests {
         /// A member that needs `settle` of running for a new container to count as healthy.
         fn member(&self, identity: &str, settle: Duration, drain: Duration) -> Member {
             let metrics = Arc::new(Metrics::unregistered());
-            let connector: Arc<dyn Connector> = Arc::new(self.hosts.clone());
+            let hosts = Arc::new(HostPool::new(Arc::new(self.hosts.clone())));
             let make_context: Arc<MakeContext> = Arc::new(move |store| {
                 let config = Config { stop_grace: Duration::from_millis(10), settle, max_passes: 6 };
-                Context::new(store, connector.clone(), Arc::new(NoAws), Arc::new(NoAws), config)
+                Context::new(store, hosts.clone(), Arc::new(NoAws), Arc::new(NoAws), config)
             });
             let config = LeaderConfig {
                 identity: identity.to_string(),
@@ -351,7 +351,7 @@ mod tests {
         let (leading, not_leading) = tokio::sync::watch::channel(false);
         let ctx = Context::new(
             cluster.store.clone(),
-            Arc::new(cluster.hosts.clone()),
+            Arc::new(HostPool::new(Arc::new(cluster.hosts.clone()))),
             Arc::new(NoAws),
             Arc::new(NoAws),
             Config::default(),

@@ -26,13 +26,13 @@ use ballast_operator::aws::{
     self, AwsSettings, EcrConfig, NoAws, RegistryCredentials, SecretSource, SecretsConfig,
 };
 use ballast_operator::etcd_local::EmbeddedEtcd;
-use ballast_operator::hosts::{Connector, RealConnector, SshConfig};
+use ballast_operator::hosts::{Connector, HostPool, RealConnector, SshConfig};
 use ballast_operator::leader::{self, LeaderConfig};
 use ballast_operator::metrics::Metrics;
-use ballast_operator::reconcile::{self, Config};
+use ballast_operator::reconcile::{self, Config, Preview};
 use ballast_operator::runtime::RuntimeConfig;
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Election, Store};
+use ballast_operator::store::{Election, SpecStore, StatusStore, Store};
 use ballast_specs::Duration;
 use clap::{Parser, ValueEnum};
 use prometheus_client::registry::Registry;
@@ -179,14 +179,8 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     let connector: Arc<dyn Connector> = Arc::new(RealConnector {
         ssh: SshConfig { key_path: args.ssh_key.clone(), known_hosts: args.known_hosts.clone() },
     });
-    // `ballast plan` on any ballastd: reads only, so the unfenced store.
-    let plans = Arc::new(reconcile::Context::new(
-        store.clone(),
-        connector.clone(),
-        secrets.clone(),
-        registry.clone(),
-        Config::default(),
-    ));
+    // One client (one SSH session) per host, shared by the leader's reconciler, logs/exec and `ballast plan`.
+    let hosts = Arc::new(HostPool::new(connector));
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr().context("cannot read the bound address")?;
@@ -194,9 +188,10 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     let stop = CancellationToken::new();
     let mut metrics_registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut metrics_registry));
-    let mut state = AppState::new(store, auth);
-    state.hosts = Some(Arc::new(ContainerAccess::new(plans.clone(), stop.clone())));
-    state.plans = Some(plans);
+    let mut state = AppState::new(store.clone(), auth);
+    state.hosts = Some(Arc::new(ContainerAccess::new(store.clone(), hosts.clone(), stop.clone())));
+    // `ballast plan` on any ballastd: reads only, so the unfenced store.
+    state.plans = Some(Arc::new(Preview::new(store.clone(), hosts.clone(), secrets.clone())));
     state.metrics = Arc::new(metrics_registry);
 
     let reconciler = if args.no_reconcile {
@@ -208,10 +203,10 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
             drain: args.drain_timeout.as_std(),
             runtime: RuntimeConfig { resync: args.resync.as_std(), ..RuntimeConfig::default() },
         };
-        let make_context = Arc::new(move |store: Arc<dyn Store>| {
+        let make_context = Arc::new(move |store: Arc<dyn StatusStore>| {
             reconcile::Context::new(
                 store,
-                connector.clone(),
+                hosts.clone(),
                 secrets.clone(),
                 registry.clone(),
                 Config::default(),

@@ -234,6 +234,22 @@ fn resources_diff(c: &Container, desired: &Desired) -> (String, String) {
     (what.join(", "), was.join(", "))
 }
 
+/// The kind of drift `action` corrects in a plan of `state`, for `ballast_drift_corrections_total`:
+/// something changed a converged unit (`Degraded`), or a duplicate appeared. `None` for progress (a spec
+/// change), a failed rollout's undo, and the removal of a unit no longer desired.
+pub fn drift_kind(action: &Action, state: UnitState) -> Option<&'static str> {
+    match action {
+        // The planner's reason for a second container of one unit.
+        Action::Remove { reason, .. } if reason == "duplicate container" => Some("duplicate_removed"),
+        _ if state != UnitState::Degraded => None,
+        Action::Deploy { old: None, .. } => Some("recreate_missing"),
+        Action::Start { .. } => Some("restart_stopped"),
+        // In place, or by a replacement when a limit was lifted out of band.
+        Action::UpdateResources { .. } | Action::Deploy { old: Some(_), .. } => Some("resources_restored"),
+        Action::Remove { .. } | Action::Finish { .. } => None,
+    }
+}
+
 /// cpus as `1.5`, or `unlimited`.
 pub fn cpus(nano: i64) -> String {
     if nano <= 0 {

@@ -6,8 +6,18 @@ use std::time::Duration;
 use ballast_specs::{Role, Strategy};
 use tokio::time::Instant;
 
+use crate::aws::RegistryCredentials;
 use crate::hosts::{ContainerConfig, ContainerState, DockerHost, HostError};
-use crate::reconcile::Context;
+
+/// What a rollout needs from the reconciler: its knobs and the registry's credentials.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    /// SIGTERM-to-SIGKILL grace when stopping a container.
+    pub stop_grace: Duration,
+    /// A role without a health check is healthy once its container has stayed running this long.
+    pub settle: Duration,
+    pub registry: &'a dyn RegistryCredentials,
+}
 
 /// Why a rollout step did not complete.
 #[derive(Debug)]
@@ -30,17 +40,17 @@ const FIRST_PROBE: Duration = Duration::from_millis(25);
 
 /// Replaces `old` (if any) by a new container made from `config`. Returns the new container's id.
 pub async fn deploy(
-    ctx: &Context,
+    env: &Env<'_>,
     client: &dyn DockerHost,
     role: &Role,
     config: ContainerConfig,
     old: Option<&str>,
 ) -> Result<String, RolloutError> {
-    ensure_image(ctx, client, &config.image).await?;
+    ensure_image(env, client, &config.image).await?;
     let stop_first = role.spec.strategy == Strategy::StopFirst;
     if stop_first {
         if let Some(old) = old {
-            client.stop(old, ctx.config.stop_grace).await?;
+            client.stop(old, env.stop_grace).await?;
         }
     }
     let new = match client.create(&config).await {
@@ -59,11 +69,11 @@ pub async fn deploy(
         restore(client, old).await?;
         return Err(RolloutError::Failed(format!("start failed: {e}")));
     }
-    match wait_healthy(ctx, client, role, &new).await {
+    match wait_healthy(env, client, role, &new).await {
         Ok(()) => {
             if let Some(old) = old {
                 if !stop_first {
-                    client.stop(old, ctx.config.stop_grace).await?;
+                    client.stop(old, env.stop_grace).await?;
                 }
                 client.remove(old).await?;
             }
@@ -81,7 +91,7 @@ pub async fn deploy(
 /// Completes an interrupted rollout: `new` exists beside `old`. Health-gates `new`, then removes `old`;
 /// on failure removes `new` and starts the first of `old` again.
 pub async fn finish(
-    ctx: &Context,
+    env: &Env<'_>,
     client: &dyn DockerHost,
     role: &Role,
     new: &str,
@@ -89,7 +99,7 @@ pub async fn finish(
 ) -> Result<(), RolloutError> {
     if role.spec.strategy == Strategy::StopFirst {
         for o in old {
-            client.stop(o, ctx.config.stop_grace).await?;
+            client.stop(o, env.stop_grace).await?;
         }
     }
     if let Err(e) = client.start(new).await {
@@ -97,7 +107,7 @@ pub async fn finish(
             return Err(e.into());
         }
     }
-    match wait_healthy(ctx, client, role, new).await {
+    match wait_healthy(env, client, role, new).await {
         Ok(()) => {
             for o in old {
                 client.remove(o).await?;
@@ -115,12 +125,12 @@ pub async fn finish(
 
 /// Pulls the image when it is not on the host. Floating tags (`latest` or none) are pulled every time,
 /// falling back to the host's copy when the registry cannot be reached.
-async fn ensure_image(ctx: &Context, client: &dyn DockerHost, image: &str) -> Result<(), RolloutError> {
+async fn ensure_image(env: &Env<'_>, client: &dyn DockerHost, image: &str) -> Result<(), RolloutError> {
     let present = client.image_present(image).await?;
     if present && !is_floating(image) {
         return Ok(());
     }
-    let auth = ctx
+    let auth = env
         .registry
         .auth_for(image)
         .await
@@ -128,8 +138,8 @@ async fn ensure_image(ctx: &Context, client: &dyn DockerHost, image: &str) -> Re
     let mut result = client.pull(image, auth.as_ref()).await;
     if auth.is_some() && matches!(&result, Err(HostError::Pull { message, .. }) if is_auth_error(message)) {
         // The cached token may have been revoked or expired early: fetch a new one once.
-        ctx.registry.invalidate(image).await;
-        let auth = ctx
+        env.registry.invalidate(image).await;
+        let auth = env
             .registry
             .auth_for(image)
             .await
@@ -169,7 +179,7 @@ fn is_auth_error(message: &str) -> bool {
 /// Waits until the container is healthy: its HTTP check answers 2xx, or (without a check) it has stayed
 /// running for `settle`. Fails when it exits, disappears, or `deployTimeout` passes.
 async fn wait_healthy(
-    ctx: &Context,
+    env: &Env<'_>,
     client: &dyn DockerHost,
     role: &Role,
     id: &str,
@@ -209,7 +219,7 @@ async fn wait_healthy(
                 }
                 None => last = "the container has no IP address".into(),
             },
-            (None, Some(since)) if since.elapsed() >= ctx.config.settle => return Ok(()),
+            (None, Some(since)) if since.elapsed() >= env.settle => return Ok(()),
             _ => {}
         }
         let now = Instant::now();

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use ballast_operator::aws::{AwsError, NoAws, ResolvedSecrets, SecretSource};
 use ballast_operator::hosts::fake::{FakeConnector, FakeHost};
-use ballast_operator::hosts::{Container, ContainerState};
+use ballast_operator::hosts::{Container, ContainerState, HostPool};
 use ballast_operator::labels;
-use ballast_operator::reconcile::{self, Config, Context};
+use ballast_operator::reconcile::{self, Config, Context, Preview};
 use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::store::memory::MemoryStore;
 use ballast_operator::store::{Actor, Store};
@@ -41,7 +41,7 @@ impl Rig {
         }
         let ctx = Context::new(
             store.clone(),
-            Arc::new(hosts.clone()),
+            Arc::new(HostPool::new(Arc::new(hosts.clone()))),
             Arc::new(NoAws),
             Arc::new(NoAws),
             Config {
@@ -480,15 +480,9 @@ async fn plan_preview_shows_what_would_be_done_without_doing_it() {
     let mut objects = vec![host("h1"), host("h2")];
     objects.extend(datalake());
     store.apply(objects, false, &Actor("test".into())).await.unwrap();
-    let ctx = Context::new(
-        store.clone(),
-        Arc::new(hosts.clone()),
-        Arc::new(NoAws),
-        Arc::new(NoAws),
-        Config::default(),
-    );
-    let snapshot = store.snapshot().await.unwrap();
-    let plans = reconcile::preview(&ctx, &snapshot, Some("job")).await;
+    let preview =
+        Preview::new(store.clone(), Arc::new(HostPool::new(Arc::new(hosts.clone()))), Arc::new(NoAws));
+    let plans = preview.plan(Some("job")).await.unwrap();
     assert_eq!(plans.len(), 1);
     assert_eq!((plans[0].role.as_str(), plans[0].host.as_str()), ("job", "h1"));
     assert_eq!(plans[0].actions, vec!["create (creating container)".to_string()]);
@@ -527,7 +521,7 @@ async fn a_role_seen_at_a_new_generation_reads_its_secret_anew() {
     store.apply(objects, false, &Actor("test".into())).await.unwrap();
     let ctx = Context::new(
         store.clone(),
-        Arc::new(FakeConnector::default()),
+        Arc::new(HostPool::new(Arc::new(FakeConnector::default()))),
         secrets.clone(),
         Arc::new(NoAws),
         Config::default(),
@@ -537,7 +531,7 @@ async fn a_role_seen_at_a_new_generation_reads_its_secret_anew() {
 
     // First sight, then the same generation again: one invalidation.
     for _ in 0..2 {
-        reconcile::preview(&ctx, &store.snapshot().await.unwrap(), None).await;
+        reconcile::host_pass(&ctx, &store.snapshot().await.unwrap(), "h1").await.unwrap();
     }
     assert_eq!(invalidated(), vec![source.clone()]);
 
@@ -546,7 +540,7 @@ async fn a_role_seen_at_a_new_generation_reads_its_secret_anew() {
     job.spec.env.insert("NEW".into(), "1".into());
     store.update_role(job, &Actor("test".into())).await.unwrap();
     for _ in 0..2 {
-        reconcile::preview(&ctx, &store.snapshot().await.unwrap(), None).await;
+        reconcile::host_pass(&ctx, &store.snapshot().await.unwrap(), "h1").await.unwrap();
     }
     assert_eq!(invalidated(), vec![source.clone(), source]);
 }

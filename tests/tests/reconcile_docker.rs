@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ballast_operator::aws::NoAws;
-use ballast_operator::hosts::RealConnector;
+use ballast_operator::hosts::{HostPool, RealConnector};
 use ballast_operator::reconcile::{Config, Context};
 use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::store::etcd::EtcdStore;
@@ -42,7 +42,7 @@ impl Operator {
         let connector = RealConnector { ssh: ssh.map(|s| s.ssh_config()).unwrap_or_default() };
         let ctx = Context::new(
             store.clone(),
-            Arc::new(connector),
+            Arc::new(HostPool::new(Arc::new(connector))),
             Arc::new(NoAws),
             Arc::new(NoAws),
             Config { stop_grace: Duration::from_secs(2), settle: Duration::from_millis(500), max_passes: 6 },

@@ -8,6 +8,7 @@ mod docker;
 pub mod fake;
 pub mod known_hosts;
 pub mod local;
+mod pool;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ballast_specs::HostSpec;
 use futures::stream::BoxStream;
+pub use pool::HostPool;
 
 /// A container as observed on a host.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,5 @@
 //! Data-driven snapshot tests of the planner: a readable fixture in, the rendered plan out (`UPDATE_EXPECT=1` to refresh).
+//! An action that corrects drift shows its kind (`[drift: KIND]`, see [`drift_kind`]).
 //!
 //! Fixture lines:
 //! `desired ROLE@HOST gen=N hash=H image=I [cpus=C] [memory=M] [converged=N] [paused] [halted]` or `desired none`;
@@ -18,7 +19,10 @@ fn check(fixture: &str, expect: Expect) {
         out.push_str(&format!("message: {}\n", plan.message));
     }
     for action in &plan.actions {
-        out.push_str(&format!("{action}\n"));
+        match drift_kind(action, plan.state) {
+            Some(kind) => out.push_str(&format!("{action} [drift: {kind}]\n")),
+            None => out.push_str(&format!("{action}\n")),
+        }
     }
     expect.assert_eq(&out);
 }
@@ -163,7 +167,7 @@ fn memory_drift_is_restored_in_place() {
         expect![[r#"
             state: Degraded
             message: restore memory 1.75g (was 1g, changed outside ballast)
-            update c1 in place: restore memory 1.75g (was 1g, changed outside ballast)
+            update c1 in place: restore memory 1.75g (was 1g, changed outside ballast) [drift: resources_restored]
         "#]],
     );
 }
@@ -202,7 +206,7 @@ fn a_limit_added_outside_ballast_is_lifted_by_replacing() {
         expect![[r#"
             state: Degraded
             message: restore memory unlimited (was 1g, changed outside ballast); docker cannot lift a limit in place
-            replace c1 (restore memory unlimited (was 1g, changed outside ballast); docker cannot lift a limit in place)
+            replace c1 (restore memory unlimited (was 1g, changed outside ballast); docker cannot lift a limit in place) [drift: resources_restored]
         "#]],
     );
 }
@@ -215,7 +219,7 @@ fn exited_container_is_started() {
         expect![[r#"
             state: Degraded
             message: container c1 is exited
-            start c1 (container c1 is exited)
+            start c1 (container c1 is exited) [drift: restart_stopped]
         "#]],
     );
 }
@@ -227,7 +231,7 @@ fn removed_container_is_recreated_as_drift() {
         expect![[r#"
             state: Degraded
             message: container missing, recreating
-            create (container missing, recreating)
+            create (container missing, recreating) [drift: recreate_missing]
         "#]],
     );
 }
@@ -241,7 +245,7 @@ fn duplicates_are_removed_keeping_the_running_one() {
         expect![[r#"
             state: Converged
             message: removing duplicates
-            remove c2 (duplicate container)
+            remove c2 (duplicate container) [drift: duplicate_removed]
         "#]],
     );
 }
@@ -255,7 +259,7 @@ fn stale_duplicates_are_removed_before_replacing() {
         expect![[r#"
             state: Progressing
             message: image app:v2 → app:v3
-            remove c1 (duplicate container)
+            remove c1 (duplicate container) [drift: duplicate_removed]
             replace c2 (image app:v2 → app:v3)
         "#]],
     );
@@ -357,7 +361,7 @@ fn a_container_being_removed_counts_as_gone() {
         expect![[r#"
             state: Degraded
             message: container missing, recreating
-            create (container missing, recreating)
+            create (container missing, recreating) [drift: recreate_missing]
         "#]],
     );
 }

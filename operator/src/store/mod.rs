@@ -18,6 +18,9 @@ use ballast_specs::{Host, Object, Problem, Role, RoleControl};
 use futures::stream::BoxStream;
 
 pub use election::{Leadership, LEADER_KEY};
+// TEMPORARY until the store traits are split: both names stand for the whole store.
+pub use Store as SpecStore;
+pub use Store as StatusStore;
 
 /// How many revisions of each role's spec are kept.
 pub const HISTORY_LIMIT: usize = 20;

@@ -18,11 +18,9 @@ use tower::ServiceExt;
 use crate::access::ContainerAccess;
 use crate::api::tests::call_as as call;
 use crate::api::{router, AppState, Auth};
-use crate::aws::NoAws;
 use crate::hosts::fake::{FakeConnector, FakeHost};
-use crate::hosts::{self, ContainerConfig, DockerHost};
+use crate::hosts::{self, ContainerConfig, DockerHost, HostPool};
 use crate::labels;
-use crate::reconcile::{Config, Context};
 use crate::store::memory::MemoryStore;
 use crate::store::{Actor, Store};
 
@@ -54,20 +52,14 @@ async fn fixture(tokens: Option<&str>) -> Fixture {
     for host in ["a", "b"] {
         run_container(&hosts.host(host), "web", host, "1").await;
     }
-    let ctx = Context::new(
-        store.clone(),
-        Arc::new(hosts.clone()),
-        Arc::new(NoAws),
-        Arc::new(NoAws),
-        Config::default(),
-    );
+    let pool = Arc::new(HostPool::new(Arc::new(hosts.clone())));
     let stop = CancellationToken::new();
     let auth = match tokens {
         Some(text) => Auth::parse(text, "tokens").expect("token file"),
         None => Auth::open(),
     };
     let mut state = AppState::new(store.clone(), auth);
-    state.hosts = Some(Arc::new(ContainerAccess::new(Arc::new(ctx), stop.clone())));
+    state.hosts = Some(Arc::new(ContainerAccess::new(store.clone(), pool, stop.clone())));
     Fixture { app: router(state), store, hosts, stop }
 }
 

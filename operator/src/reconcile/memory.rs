@@ -1,0 +1,174 @@
+//! What the reconciler remembers during one leader's term: the last status of every unit (indexed for the
+//! lookups each reconcile makes), the convergence clock of each role, the rollout lock of each role, the
+//! pokes that wake a unit waiting for that lock, and the generation each role's secret was last read at.
+//!
+//! Every lookup is independent of the number of units, so a full resync of N units costs O(N), not O(N²).
+//! Nothing here does I/O: the context writes the store, then records here what it wrote.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ballast_specs::wire::{FailedRollout, UnitState, UnitStatus};
+use ballast_specs::{Role, RoleControl};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Unit;
+use crate::desired;
+
+/// The reconciler's memory; every part behind its own lock, held only for a lookup or an update.
+#[derive(Default)]
+pub(super) struct Memory {
+    statuses: Mutex<Statuses>,
+    /// Per role, the generation its units are converging to, for `ballast_converge_seconds`.
+    convergence: Mutex<HashMap<String, Convergence>>,
+    /// One rollout per role at a time: hosts of a role roll one by one.
+    rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Wakes a unit that waits for its role's rollout lock when something new is seen for it.
+    pokes: Mutex<HashMap<Unit, Arc<Notify>>>,
+    /// The generation each role with secrets was last resolved at: a new one re-reads its secret.
+    secret_generations: Mutex<HashMap<String, u64>>,
+}
+
+/// The last status of every unit, indexed for what each reconcile asks: a unit's own status, its role's failed
+/// rollouts, and how many units are in each state.
+#[derive(Default)]
+pub(super) struct Statuses {
+    by_unit: HashMap<Unit, UnitStatus>,
+    /// Per role, the hosts whose status records a failed rollout (usually none).
+    failed: HashMap<String, BTreeSet<String>>,
+    /// Units per state, for `ballast_units`.
+    counts: HashMap<UnitState, i64>,
+}
+
+/// A role's newest generation: when it was first seen, and whether all its units got there.
+struct Convergence {
+    generation: u64,
+    since: Instant,
+    done: bool,
+}
+
+impl Memory {
+    pub fn statuses(&self) -> MutexGuard<'_, Statuses> {
+        lock(&self.statuses)
+    }
+
+    /// Notes the role's generation; a new one starts the clock of `ballast_converge_seconds` (unless its
+    /// units are all converged at it already, as after a leader change).
+    pub fn note_generation(&self, role: &Role) {
+        let generation = role.metadata.generation;
+        let mut convergence = lock(&self.convergence);
+        if convergence.get(&role.metadata.name).is_some_and(|c| c.generation == generation) {
+            return;
+        }
+        let done = self.statuses().all_converged(role);
+        convergence
+            .insert(role.metadata.name.clone(), Convergence { generation, since: Instant::now(), done });
+    }
+
+    /// How long the role took to converge at its generation, the first time every unit is converged at it.
+    pub fn newly_converged(&self, role: &Role) -> Option<Duration> {
+        let mut convergence = lock(&self.convergence);
+        let entry = convergence.get_mut(&role.metadata.name)?;
+        if entry.done || entry.generation != role.metadata.generation || !self.statuses().all_converged(role)
+        {
+            return None;
+        }
+        entry.done = true;
+        Some(entry.since.elapsed())
+    }
+
+    pub fn rollout_lock(&self, role: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.rollout_locks).entry(role.to_string()).or_default().clone()
+    }
+
+    /// Wakes `unit` if it waits for its role's rollout lock.
+    pub fn poke(&self, unit: &Unit) {
+        lock(&self.pokes).entry(unit.clone()).or_default().notify_one();
+    }
+
+    pub fn forget_pokes(&self, unit: &Unit) {
+        lock(&self.pokes).remove(unit);
+    }
+
+    pub fn pokes_of(&self, unit: &Unit) -> Arc<Notify> {
+        lock(&self.pokes).entry(unit.clone()).or_default().clone()
+    }
+
+    /// Records that the role's secret is read at `generation`; true when that generation is new.
+    pub fn secret_read_at(&self, role: &str, generation: u64) -> bool {
+        lock(&self.secret_generations).insert(role.to_string(), generation) != Some(generation)
+    }
+}
+
+impl Statuses {
+    pub fn get(&self, unit: &Unit) -> Option<&UnitStatus> {
+        self.by_unit.get(unit)
+    }
+
+    pub fn insert(&mut self, unit: Unit, status: UnitStatus) {
+        self.remove(&unit);
+        if status.failed.is_some() {
+            self.failed.entry(unit.role.clone()).or_default().insert(unit.host.clone());
+        }
+        *self.counts.entry(status.state).or_default() += 1;
+        self.by_unit.insert(unit, status);
+    }
+
+    pub fn remove(&mut self, unit: &Unit) -> Option<UnitStatus> {
+        let old = self.by_unit.remove(unit)?;
+        if let Some(hosts) = self.failed.get_mut(&unit.role) {
+            hosts.remove(&unit.host);
+            if hosts.is_empty() {
+                self.failed.remove(&unit.role);
+            }
+        }
+        *self.counts.entry(old.state).or_default() -= 1;
+        Some(old)
+    }
+
+    /// Units per state.
+    pub fn counts(&self) -> &HashMap<UnitState, i64> {
+        &self.counts
+    }
+
+    /// The statuses of `role`'s units that record a failed rollout.
+    fn failures<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a UnitStatus> + 'a {
+        self.failed
+            .get(role)
+            .into_iter()
+            .flatten()
+            .filter_map(move |host| self.by_unit.get(&Unit { role: role.to_string(), host: host.clone() }))
+    }
+
+    /// The role's failed rollouts (on any host), for the planner's halt check.
+    pub fn failed_rollouts(&self, role: &str) -> Vec<FailedRollout> {
+        self.failures(role).filter_map(|s| s.failed.clone()).collect()
+    }
+
+    /// The status of the unit whose failed rollout halts the role at `hash`, if any: for the halt message.
+    pub fn halted_by<'a>(
+        &'a self,
+        role: &'a Role,
+        hash: &str,
+        control: &RoleControl,
+    ) -> Option<&'a UnitStatus> {
+        let generation = role.metadata.generation;
+        self.failures(&role.metadata.name)
+            .find(|s| s.failed.as_ref().is_some_and(|f| desired::halts(f, hash, control, generation)))
+    }
+
+    fn all_converged(&self, role: &Role) -> bool {
+        role.spec.hosts.iter().all(|host| {
+            let unit = Unit { role: role.metadata.name.clone(), host: host.clone() };
+            self.get(&unit).is_some_and(|s| {
+                s.state == UnitState::Converged && s.observed_generation == role.metadata.generation
+            })
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

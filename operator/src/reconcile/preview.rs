@@ -1,0 +1,102 @@
+//! `ballast plan`: what the reconciler would do right now on every host, planned against the hosts' listings
+//! and the statuses in the store. It reads and never writes: not the store, not the hosts, and not the
+//! leader's memory (it builds its own index of the stored statuses), so any `ballastd` can answer it.
+
+use std::sync::Arc;
+
+use ballast_specs::wire::UnitPlan;
+
+use super::host_pass::{containers_of, control_of, desired_role, units_on_host};
+use super::memory::Statuses;
+use super::Unit;
+use crate::aws::SecretSource;
+use crate::desired;
+use crate::hosts::{Container, HostPool};
+use crate::plan::{self, Plan};
+use crate::store::{Snapshot, SpecStore, StoreError};
+
+/// Plans every unit without acting, over the shared host pool.
+pub struct Preview {
+    store: Arc<dyn SpecStore>,
+    hosts: Arc<HostPool>,
+    secrets: Arc<dyn SecretSource>,
+}
+
+impl Preview {
+    pub fn new(store: Arc<dyn SpecStore>, hosts: Arc<HostPool>, secrets: Arc<dyn SecretSource>) -> Preview {
+        Preview { store, hosts, secrets }
+    }
+
+    /// The plans of every unit (or of one role's units). An unknown role gives `NotFound`.
+    pub async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError> {
+        let snapshot = self.store.snapshot().await?;
+        if let Some(role) = role {
+            if !snapshot.roles.iter().any(|r| r.metadata.name == role) {
+                return Err(StoreError::NotFound { kind: "role", name: role.to_string() });
+            }
+        }
+        // The stored statuses say which rollouts failed (the planner's halt check) and where units converged.
+        let mut statuses = Statuses::default();
+        for s in self.store.list_status().await? {
+            statuses.insert(Unit { role: s.role.clone(), host: s.host.clone() }, s);
+        }
+        let mut out = Vec::new();
+        for host in &snapshot.hosts {
+            let name = &host.metadata.name;
+            let listing = match self.hosts.client(host).list().await {
+                Ok(listing) => listing,
+                Err(e) => {
+                    for unit in units_on_host(&snapshot, name, &[]) {
+                        if role.is_none_or(|r| r == unit.role) {
+                            let message = format!("host unreachable: {e}");
+                            out.push(UnitPlan {
+                                role: unit.role,
+                                host: unit.host,
+                                actions: Vec::new(),
+                                message,
+                            });
+                        }
+                    }
+                    continue;
+                }
+            };
+            for unit in units_on_host(&snapshot, name, &listing) {
+                if role.is_some_and(|r| r != unit.role) {
+                    continue;
+                }
+                let (actions, message) = match self.plan_unit(&snapshot, &statuses, &unit, &listing).await {
+                    Ok(plan) => (plan.actions.iter().map(ToString::to_string).collect(), plan.message),
+                    Err(e) => (Vec::new(), e),
+                };
+                out.push(UnitPlan { role: unit.role, host: unit.host, actions, message });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The plan of one unit against its host's listing; `Err` says why it cannot be planned.
+    async fn plan_unit(
+        &self,
+        snapshot: &Snapshot,
+        statuses: &Statuses,
+        unit: &Unit,
+        listing: &[Container],
+    ) -> Result<Plan, String> {
+        let observed = containers_of(listing, unit);
+        let Some(role) = desired_role(snapshot, unit) else { return Ok(plan::plan(None, &observed)) };
+        let control = control_of(snapshot, &role.metadata.name);
+        let secrets = match &role.spec.secrets {
+            Some(s) => Some(
+                self.secrets
+                    .resolve(&s.source, &s.keys)
+                    .await
+                    .map_err(|e| format!("secrets of role {}: {e}", role.metadata.name))?,
+            ),
+            None => None,
+        };
+        let converged = statuses.get(unit).map(|s| s.observed_generation).unwrap_or(0);
+        let failures = statuses.failed_rollouts(&unit.role);
+        let desired = desired::desired(role, &unit.host, &control, secrets.as_ref(), &failures, converged);
+        Ok(plan::plan(Some(&desired), &observed))
+    }
+}
