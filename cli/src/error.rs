@@ -2,7 +2,7 @@
 
 use ballast_specs::Problem;
 
-/// Exit codes of `ballast` (also listed in `ballast --help` and ARCHITECTURE.md).
+/// Exit codes of `ballast` (also listed in `ballast --help` and docs/reference.md, "CLI contract").
 pub mod exit {
     /// Success; for `diff`, no changes.
     pub const OK: u8 = 0;

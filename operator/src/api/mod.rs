@@ -1,7 +1,7 @@
 //! The HTTP API: `/up`, `/metrics` and the JSON API under `/api/v1/`. Handlers only translate.
 //!
 //! [`router`] is the one entry point, used by `ballastd` and by the tests. Routes, bodies and status codes are
-//! listed in ARCHITECTURE.md ("HTTP API"); every error answer is an `ErrorBody`.
+//! listed in docs/reference.md ("HTTP API"); every error answer is an `ErrorBody`.
 
 pub mod auth;
 mod body;
