@@ -14,6 +14,8 @@ use hyper::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::convert::authority;
+use super::inspect_cache::InspectCache;
 use super::{
     docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
 };
@@ -23,7 +25,7 @@ use super::{
 pub struct LocalHost {
     docker: Docker,
     /// Inspects reused while this host's events stream is open.
-    inspected: docker::InspectCache,
+    inspected: InspectCache,
 }
 
 /// Opens one socket connection per pooled HTTP connection.
@@ -35,7 +37,7 @@ struct Socket {
 impl LocalHost {
     pub fn new(socket: impl AsRef<Path>) -> LocalHost {
         let socket = Socket { path: Arc::new(socket.as_ref().to_path_buf()) };
-        LocalHost { docker: docker::client(socket), inspected: docker::InspectCache::default() }
+        LocalHost { docker: docker::client(socket), inspected: InspectCache::default() }
     }
 }
 
@@ -106,15 +108,6 @@ impl DockerHost for LocalHost {
 
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
         docker::exec(&self.docker, id, cmd).await
-    }
-}
-
-/// `ip:port`, with brackets around an IPv6 address.
-pub(super) fn authority(ip: &str, port: u16) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
     }
 }
 

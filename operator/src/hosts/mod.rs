@@ -4,8 +4,10 @@
 //! `local` uses a local socket (`unix://` hosts); `fake` is an in-memory host for tests.
 //! No bollard or russh type crosses this module's boundary.
 
+mod convert;
 mod docker;
 pub mod fake;
+mod inspect_cache;
 pub mod known_hosts;
 pub mod local;
 pub mod ssh;

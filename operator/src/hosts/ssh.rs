@@ -27,8 +27,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::convert::authority;
+use super::inspect_cache::InspectCache;
 use super::known_hosts::{self, KnownHosts};
-use super::local::authority;
 use super::{
     docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
     SshConfig,
@@ -48,7 +49,7 @@ pub struct SshHost {
     link: Arc<Link>,
     docker: Docker,
     /// Inspects reused while this host's events stream is open.
-    inspected: docker::InspectCache,
+    inspected: InspectCache,
 }
 
 /// The SSH connection to one host, re-dialled when broken.
@@ -102,7 +103,7 @@ impl SshHost {
             state: Mutex::new(LinkState::default()),
         });
         let docker = docker::client(SocketChannels { link: link.clone() });
-        SshHost { link, docker, inspected: docker::InspectCache::default() }
+        SshHost { link, docker, inspected: InspectCache::default() }
     }
 }
 
