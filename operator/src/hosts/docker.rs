@@ -19,11 +19,10 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::convert::{
-    container, create_body, has_tag_or_digest, host_error, host_event, log_frame, log_lines,
-    parse_status_line, pull_error, summary_state, unix_timestamp, ACTIONS, ROLE_LABEL,
+    container, create_body, has_tag_or_digest, host_error, host_event, log_frame, log_lines, pull_error,
+    summary_state, unix_timestamp, ACTIONS, ROLE_LABEL,
 };
 use super::inspect_cache::InspectCache;
 use super::{
@@ -300,33 +299,6 @@ pub(super) async fn exec(docker: &Docker, id: &str, cmd: &[String]) -> Result<Ex
     }
     collected.exit_code = exit_code(docker, &created.id).await?;
     Ok(collected)
-}
-
-/// `GET path` over an open byte stream to `authority` (`ip:port`); returns the status code.
-/// `HostError::Http` when the peer does not answer HTTP.
-pub(super) async fn http_status<S>(mut stream: S, authority: &str, path: &str) -> Result<u16, HostError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ballast\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    let failed = |e: std::io::Error| HostError::Http(format!("GET http://{authority}{path}: {e}"));
-    stream.write_all(request.as_bytes()).await.map_err(failed)?;
-    stream.flush().await.map_err(failed)?;
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
-        let n = stream.read(&mut buf).await.map_err(failed)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    parse_status_line(&head).ok_or_else(|| {
-        let answer = String::from_utf8_lossy(&head[..head.len().min(64)]).into_owned();
-        HostError::Http(format!("GET http://{authority}{path}: no http answer (got {answer:?})"))
-    })
 }
 
 /// Runs a bollard call with a deadline.
