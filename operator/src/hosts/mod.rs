@@ -1,15 +1,21 @@
 //! Docker hosts: what the reconciler can see and do on one host, behind one narrow trait.
 //!
-//! `ssh` reaches a host's Docker socket through `direct-streamlocal` channels of one russh connection;
-//! `local` uses a local socket (`unix://` hosts); `fake` is an in-memory host for tests.
+//! `engine` implements the trait once, over a `tunnel`: `ssh` reaches a host's Docker socket through
+//! `direct-streamlocal` channels of one russh connection; `local` uses a local socket (`unix://` hosts).
+//! `docker` makes the bollard calls, `convert` turns bollard's types into ours, `inspect_cache` spares
+//! inspects while a host's events stream is open. `fake` is an in-memory host for tests.
 //! No bollard or russh type crosses this module's boundary.
 
+mod convert;
 mod docker;
+mod engine;
 pub mod fake;
+mod inspect_cache;
 pub mod known_hosts;
 pub mod local;
 mod pool;
 pub mod ssh;
+mod tunnel;
 
 use std::collections::BTreeMap;
 use std::fmt;

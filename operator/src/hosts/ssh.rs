@@ -6,33 +6,23 @@
 //! The session is dialled lazily and re-dialled when it breaks, with backoff between failed dials.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex as SyncMutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ballast_specs::HostSpec;
-use bollard::Docker;
-use futures::stream::BoxStream;
-use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{load_secret_key, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{AlgorithmKind, ChannelStream, Preferred};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::convert::authority;
+use super::engine::Engine;
 use super::known_hosts::{self, KnownHosts};
-use super::local::authority;
-use super::{
-    docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
-    SshConfig,
-};
+use super::tunnel::Tunnel;
+use super::{HostError, SshConfig};
 
 /// Bound of one dial: TCP connect, SSH handshake and authentication.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,25 +34,20 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One Docker host over SSH. Cheap to create: nothing is dialled until the first call.
-pub struct SshHost {
-    link: Arc<Link>,
-    docker: Docker,
-    /// Inspects reused while this host's events stream is open.
-    inspected: docker::InspectCache,
-}
+pub type SshHost = Engine<SshTunnel>;
 
 /// The SSH connection to one host, re-dialled when broken.
-struct Link {
+pub struct SshTunnel {
     address: String,
     port: u16,
     user: String,
     docker_socket: String,
     config: SshConfig,
-    state: Mutex<LinkState>,
+    state: Mutex<SessionState>,
 }
 
 #[derive(Default)]
-struct LinkState {
+struct SessionState {
     session: Option<Arc<Handle<Verifier>>>,
     /// Dials failed in a row.
     failures: u32,
@@ -80,123 +65,66 @@ struct Verifier {
     rejection: Arc<SyncMutex<Option<HostError>>>,
 }
 
-/// A channel as the byte stream of one HTTP connection.
-struct Tunnel(ChannelStream<client::Msg>);
-
-/// The hyper connector: each new HTTP connection is a new `direct-streamlocal` channel to the Docker socket.
-#[derive(Clone)]
-struct SocketChannels {
-    link: Arc<Link>,
-}
-
 impl SshHost {
     /// `name` is the host's name in the spec; the SSH target comes from `spec`.
     pub fn new(name: &str, spec: &HostSpec, config: SshConfig) -> SshHost {
         tracing::debug!(host = name, address = %spec.address, port = spec.port, "ssh host");
-        let link = Arc::new(Link {
+        Engine::through(SshTunnel {
             address: spec.address.clone(),
             port: spec.port,
             user: spec.user.clone(),
             docker_socket: spec.docker_socket.clone(),
             config,
-            state: Mutex::new(LinkState::default()),
-        });
-        let docker = docker::client(SocketChannels { link: link.clone() });
-        SshHost { link, docker, inspected: docker::InspectCache::default() }
+            state: Mutex::new(SessionState::default()),
+        })
     }
 }
 
-#[async_trait]
-impl DockerHost for SshHost {
-    async fn list(&self) -> Result<Vec<Container>, HostError> {
-        self.link.session().await?;
-        docker::list(&self.docker, &self.inspected).await
+impl Tunnel for SshTunnel {
+    type Socket = ChannelStream<client::Msg>;
+
+    /// The session is up (dialled if need be); while in backoff after a failed dial, that dial's error.
+    async fn ready(&self) -> Result<(), HostError> {
+        self.session().await.map(|_| ())
     }
 
-    async fn inspect(&self, id: &str) -> Result<Option<Container>, HostError> {
-        self.link.session().await?;
-        docker::inspect(&self.docker, id).await
+    /// A `direct-streamlocal` channel to the host's Docker socket.
+    async fn docker_socket(&self) -> Result<ChannelStream<client::Msg>, HostError> {
+        let session = self.session().await?;
+        let channel = session.channel_open_direct_streamlocal(self.docker_socket.clone()).await.map_err(
+            |e| match e {
+                russh::Error::ChannelOpenFailure(reason) => HostError::Unreachable(format!(
+                    "{}: cannot open docker socket {}: {reason:?}",
+                    self.address, self.docker_socket
+                )),
+                other => self.session_error(other),
+            },
+        )?;
+        Ok(channel.into_stream())
     }
 
-    async fn image_present(&self, image: &str) -> Result<bool, HostError> {
-        self.link.session().await?;
-        docker::image_present(&self.docker, image).await
-    }
-
-    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), HostError> {
-        self.link.session().await?;
-        docker::pull(&self.docker, image, auth).await
-    }
-
-    async fn create(&self, config: &ContainerConfig) -> Result<String, HostError> {
-        self.link.session().await?;
-        docker::create(&self.docker, config).await
-    }
-
-    async fn start(&self, id: &str) -> Result<(), HostError> {
-        self.link.session().await?;
-        docker::start(&self.docker, id).await
-    }
-
-    async fn stop(&self, id: &str, grace: Duration) -> Result<(), HostError> {
-        self.link.session().await?;
-        docker::stop(&self.docker, id, grace).await
-    }
-
-    async fn remove(&self, id: &str) -> Result<(), HostError> {
-        self.link.session().await?;
-        docker::remove(&self.docker, id).await
-    }
-
-    async fn update_resources(&self, id: &str, nano_cpus: i64, memory: i64) -> Result<(), HostError> {
-        self.link.session().await?;
-        docker::update_resources(&self.docker, id, nano_cpus, memory).await
-    }
-
-    /// Through a `direct-tcpip` channel: the host connects to `ip:port`.
-    async fn http_get(&self, ip: &str, port: u16, path: &str, timeout: Duration) -> Result<u16, HostError> {
-        let session = self.link.session().await?;
-        let authority = authority(ip, port);
-        let check = async {
-            let channel = session
-                .channel_open_direct_tcpip(ip, u32::from(port), "127.0.0.1", 0)
-                .await
-                .map_err(|e| match e {
-                    russh::Error::ChannelOpenFailure(reason) => HostError::Http(format!(
-                        "connect to {authority} from {}: {reason:?}",
-                        self.link.address
-                    )),
-                    other => self.link.session_error(other),
-                })?;
-            docker::http_status(channel.into_stream(), &authority, path).await
-        };
-        tokio::time::timeout(timeout, check).await.unwrap_or(Err(HostError::Timeout(timeout)))
-    }
-
-    async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
-        self.link.session().await?;
-        docker::events(&self.docker, &self.inspected).await
-    }
-
-    /// A follow holds its own channel, like the events stream.
-    async fn logs(
+    /// A `direct-tcpip` channel: the host connects to `ip:port`.
+    async fn tcp(
         &self,
-        id: &str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> Result<BoxStream<'static, Result<LogLine, HostError>>, HostError> {
-        self.link.session().await?;
-        docker::logs(&self.docker, id, follow, tail).await
-    }
-
-    /// The exec's attach is an upgraded HTTP connection: a channel of its own until the command ends.
-    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
-        self.link.session().await?;
-        docker::exec(&self.docker, id, cmd).await
+        ip: &str,
+        port: u16,
+    ) -> Result<impl AsyncRead + AsyncWrite + Unpin + Send, HostError> {
+        let session = self.session().await?;
+        let channel = session.channel_open_direct_tcpip(ip, u32::from(port), "127.0.0.1", 0).await.map_err(
+            |e| match e {
+                russh::Error::ChannelOpenFailure(reason) => HostError::Http(format!(
+                    "connect to {} from {}: {reason:?}",
+                    authority(ip, port),
+                    self.address
+                )),
+                other => self.session_error(other),
+            },
+        )?;
+        Ok(channel.into_stream())
     }
 }
 
-impl Link {
+impl SshTunnel {
     /// The live session, dialling one if there is none (or it broke). While in backoff after a failed dial,
     /// returns that dial's error at once.
     async fn session(&self) -> Result<Arc<Handle<Verifier>>, HostError> {
@@ -216,7 +144,7 @@ impl Link {
         match self.dial().await {
             Ok(handle) => {
                 let handle = Arc::new(handle);
-                *state = LinkState { session: Some(handle.clone()), ..LinkState::default() };
+                *state = SessionState { session: Some(handle.clone()), ..SessionState::default() };
                 Ok(handle)
             }
             Err(error) => {
@@ -294,21 +222,6 @@ impl Link {
         })
     }
 
-    /// A `direct-streamlocal` channel to the host's Docker socket, as a hyper connection.
-    async fn docker_channel(&self) -> Result<TokioIo<Tunnel>, HostError> {
-        let session = self.session().await?;
-        let channel = session.channel_open_direct_streamlocal(self.docker_socket.clone()).await.map_err(
-            |e| match e {
-                russh::Error::ChannelOpenFailure(reason) => HostError::Unreachable(format!(
-                    "{}: cannot open docker socket {}: {reason:?}",
-                    self.address, self.docker_socket
-                )),
-                other => self.session_error(other),
-            },
-        )?;
-        Ok(TokioIo::new(Tunnel(channel.into_stream())))
-    }
-
     fn handshake_error(&self, error: russh::Error) -> HostError {
         match error {
             // We offer only the key types known_hosts has for this host: the server has none of them.
@@ -360,55 +273,6 @@ impl client::Handler for Verifier {
                 Ok(false)
             }
         }
-    }
-}
-
-impl tower::Service<Uri> for SocketChannels {
-    type Response = TokioIo<Tunnel>;
-    type Error = HostError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, HostError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HostError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let link = self.link.clone();
-        Box::pin(async move { link.docker_channel().await })
-    }
-}
-
-impl Connection for Tunnel {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl AsyncRead for Tunnel {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tunnel {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

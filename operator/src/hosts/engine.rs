@@ -1,0 +1,146 @@
+//! `DockerHost` written once over a [`Tunnel`]: the Docker calls and health probes of one host, whatever the
+//! way to it (a local socket, or an SSH session).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use futures::stream::BoxStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::convert::{authority, parse_status_line};
+use super::inspect_cache::InspectCache;
+use super::tunnel::{DockerSocket, Tunnel};
+use super::{
+    docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
+};
+
+/// One host's Docker engine, reached through `T`. Cheap to create: nothing is dialled until the first call.
+///
+/// Every call first asks the tunnel whether it is ready, so a host that cannot be reached fails at once with
+/// the reason (for SSH: the dial's error) rather than with bollard's view of a broken connection.
+pub struct Engine<T> {
+    tunnel: Arc<T>,
+    docker: Docker,
+    /// Inspects reused while this host's events stream is open.
+    inspected: InspectCache,
+}
+
+impl<T: Tunnel> Engine<T> {
+    pub(super) fn through(tunnel: T) -> Engine<T> {
+        let tunnel = Arc::new(tunnel);
+        let docker = docker::client(DockerSocket(tunnel.clone()));
+        Engine { tunnel, docker, inspected: InspectCache::default() }
+    }
+}
+
+#[async_trait]
+impl<T: Tunnel> DockerHost for Engine<T> {
+    async fn list(&self) -> Result<Vec<Container>, HostError> {
+        self.tunnel.ready().await?;
+        docker::list(&self.docker, &self.inspected).await
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<Container>, HostError> {
+        self.tunnel.ready().await?;
+        docker::inspect(&self.docker, id).await
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, HostError> {
+        self.tunnel.ready().await?;
+        docker::image_present(&self.docker, image).await
+    }
+
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::pull(&self.docker, image, auth).await
+    }
+
+    async fn create(&self, config: &ContainerConfig) -> Result<String, HostError> {
+        self.tunnel.ready().await?;
+        docker::create(&self.docker, config).await
+    }
+
+    async fn start(&self, id: &str) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::start(&self.docker, id).await
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::stop(&self.docker, id, grace).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::remove(&self.docker, id).await
+    }
+
+    async fn update_resources(&self, id: &str, nano_cpus: i64, memory: i64) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::update_resources(&self.docker, id, nano_cpus, memory).await
+    }
+
+    /// Through a TCP stream of the tunnel: the host connects to `ip:port`. The timeout starts once the
+    /// tunnel is ready.
+    async fn http_get(&self, ip: &str, port: u16, path: &str, timeout: Duration) -> Result<u16, HostError> {
+        self.tunnel.ready().await?;
+        let authority = authority(ip, port);
+        let check = async {
+            let stream = self.tunnel.tcp(ip, port).await?;
+            http_status(stream, &authority, path).await
+        };
+        tokio::time::timeout(timeout, check).await.unwrap_or(Err(HostError::Timeout(timeout)))
+    }
+
+    async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
+        self.tunnel.ready().await?;
+        docker::events(&self.docker, &self.inspected).await
+    }
+
+    /// A follow holds its own connection (over SSH: a channel), like the events stream.
+    async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<LogLine, HostError>>, HostError> {
+        self.tunnel.ready().await?;
+        docker::logs(&self.docker, id, follow, tail).await
+    }
+
+    /// The exec's attach is an upgraded HTTP connection: a connection (over SSH: a channel) of its own until
+    /// the command ends.
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
+        self.tunnel.ready().await?;
+        docker::exec(&self.docker, id, cmd).await
+    }
+}
+
+/// `GET path` over an open byte stream to `authority` (`ip:port`); returns the status code.
+/// `HostError::Http` when the peer does not answer HTTP.
+async fn http_status<S>(mut stream: S, authority: &str, path: &str) -> Result<u16, HostError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ballast\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    let failed = |e: std::io::Error| HostError::Http(format!("GET http://{authority}{path}: {e}"));
+    stream.write_all(request.as_bytes()).await.map_err(failed)?;
+    stream.flush().await.map_err(failed)?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = stream.read(&mut buf).await.map_err(failed)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    parse_status_line(&head).ok_or_else(|| {
+        let answer = String::from_utf8_lossy(&head[..head.len().min(64)]).into_owned();
+        HostError::Http(format!("GET http://{authority}{path}: no http answer (got {answer:?})"))
+    })
+}
