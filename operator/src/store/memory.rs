@@ -15,7 +15,9 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::kv::{Compare, Entry, Kv, KvStore, Lease, Listing, Op, EVENT_TTL};
+use super::kv::{Compare, Entry, Kv, Lease, Listing, Op};
+use super::kv_store::KvStore;
+use super::layout::EVENT_TTL;
 use super::{Changed, StoreError};
 
 /// The in-memory [`Store`](super::Store).

@@ -4,9 +4,12 @@
 //! election on a lease and the fence that makes a deposed leader's writes fail.
 //! No etcd-client type crosses this module's boundary.
 
+mod apply;
 mod election;
 pub mod etcd;
 mod kv;
+mod kv_store;
+mod layout;
 pub mod memory;
 
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use ballast_specs::wire::{ApplyResult, Event, RoleRevision, UnitStatus};
 use ballast_specs::{Host, Object, Problem, Role, RoleControl};
 use futures::stream::BoxStream;
 
-pub use election::{Leadership, LEADER_KEY};
+pub use election::Leadership;
+pub use layout::LEADER_KEY;
 
 /// How many revisions of each role's spec are kept.
 pub const HISTORY_LIMIT: usize = 20;
