@@ -12,17 +12,20 @@ use crate::api::{ContainerError, Containers};
 use crate::hosts::{Container, DockerHost, ExecOutput, HostError, LogLine};
 use crate::labels;
 use crate::reconcile::{containers_of, is_running, Context, Unit};
+use crate::store::SpecStore;
 
 /// Finds a unit's container on its host and reads its log or runs a command in it.
 pub struct ContainerAccess {
     ctx: Arc<Context>,
+    /// Where the hosts are looked up (the reconciler's store has no host reads).
+    store: Arc<dyn SpecStore>,
     /// Cancelled at shutdown: followed logs end, so the HTTP server can drain.
     stop: CancellationToken,
 }
 
 impl ContainerAccess {
-    pub fn new(ctx: Arc<Context>, stop: CancellationToken) -> ContainerAccess {
-        ContainerAccess { ctx, stop }
+    pub fn new(ctx: Arc<Context>, store: Arc<dyn SpecStore>, stop: CancellationToken) -> ContainerAccess {
+        ContainerAccess { ctx, store, stop }
     }
 
     /// The host's client and the unit's container: a running one if any, else (unless `running` is asked
@@ -34,7 +37,7 @@ impl ContainerAccess {
         running: bool,
     ) -> Result<(Arc<dyn DockerHost>, Container), ContainerError> {
         let spec =
-            self.ctx.store.get_host(host).await?.ok_or_else(|| ContainerError::UnknownHost(host.into()))?;
+            self.store.get_host(host).await?.ok_or_else(|| ContainerError::UnknownHost(host.into()))?;
         let client = self.ctx.hosts.client(&spec);
         let listing = client.list().await.map_err(|error| host_error(host, error))?;
         let unit = Unit { role: role.to_string(), host: host.to_string() };

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
 use crate::runtime::{self, RuntimeConfig};
-use crate::store::{Election, Store};
+use crate::store::{Election, StatusStore};
 
 /// How this process campaigns and reconciles.
 #[derive(Clone, Debug)]
@@ -28,7 +28,7 @@ pub struct LeaderConfig {
 }
 
 /// Makes the reconciler's context of one term around the term's fenced store.
-pub type MakeContext = dyn Fn(Arc<dyn Store>) -> Context + Send + Sync;
+pub type MakeContext = dyn Fn(Arc<dyn StatusStore>) -> Context + Send + Sync;
 
 /// The reconciler's task, aborted if this loop is dropped (its own task aborted) rather than stopped.
 struct Reconciler(JoinHandle<()>);
@@ -139,7 +139,7 @@ mod tests {
     use crate::hosts::{Connector, ContainerState};
     use crate::reconcile::{self, Config, ReconcileError, Unit};
     use crate::store::memory::MemoryStore;
-    use crate::store::Actor;
+    use crate::store::{Actor, SpecStore};
 
     const TTL: Duration = Duration::from_secs(3);
     const IMAGE: &str = "registry.test/app:v1";

@@ -32,7 +32,7 @@ use ballast_operator::metrics::Metrics;
 use ballast_operator::reconcile::{self, Config};
 use ballast_operator::runtime::RuntimeConfig;
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Election, Store};
+use ballast_operator::store::{Election, SpecStore, StatusStore};
 use ballast_specs::Duration;
 use clap::{Parser, ValueEnum};
 use prometheus_client::registry::Registry;
@@ -174,14 +174,14 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     // Signals are caught from here on: a SIGTERM right after readiness is a clean shutdown too.
     let signalled = shutdown_signal()?;
     let etcd = connect(endpoints).await?;
-    let store: Arc<dyn Store> = etcd.clone();
+    let store: Arc<dyn SpecStore> = etcd.clone();
     let (secrets, registry) = aws_clients(args, store.as_ref()).await?;
     let connector: Arc<dyn Connector> = Arc::new(RealConnector {
         ssh: SshConfig { key_path: args.ssh_key.clone(), known_hosts: args.known_hosts.clone() },
     });
     // `ballast plan` on any ballastd: reads only, so the unfenced store.
     let plans = Arc::new(reconcile::Context::new(
-        store.clone(),
+        etcd.clone(),
         connector.clone(),
         secrets.clone(),
         registry.clone(),
@@ -194,8 +194,8 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     let stop = CancellationToken::new();
     let mut metrics_registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut metrics_registry));
-    let mut state = AppState::new(store, auth);
-    state.hosts = Some(Arc::new(ContainerAccess::new(plans.clone(), stop.clone())));
+    let mut state = AppState::new(store.clone(), auth);
+    state.hosts = Some(Arc::new(ContainerAccess::new(plans.clone(), store, stop.clone())));
     state.plans = Some(plans);
     state.metrics = Arc::new(metrics_registry);
 
@@ -208,7 +208,7 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
             drain: args.drain_timeout.as_std(),
             runtime: RuntimeConfig { resync: args.resync.as_std(), ..RuntimeConfig::default() },
         };
-        let make_context = Arc::new(move |store: Arc<dyn Store>| {
+        let make_context = Arc::new(move |store: Arc<dyn StatusStore>| {
             reconcile::Context::new(
                 store,
                 connector.clone(),
@@ -259,7 +259,7 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
 /// roles with secrets report that secrets are not configured).
 async fn aws_clients(
     args: &Args,
-    store: &dyn Store,
+    store: &dyn SpecStore,
 ) -> anyhow::Result<(Arc<dyn SecretSource>, Arc<dyn RegistryCredentials>)> {
     let cluster_key = store.cluster_key().await.context("cannot read the cluster key from etcd")?;
     let secrets = SecretsConfig { cluster_key, refresh: args.secrets_refresh.as_std() };

@@ -21,7 +21,7 @@ use crate::labels;
 use crate::metrics::Metrics;
 use crate::plan::{self, Action, Plan};
 use crate::rollout::{self, RolloutError};
-use crate::store::{Snapshot, Store, StoreError};
+use crate::store::{Snapshot, StatusStore, StoreError};
 
 /// Knobs of the reconciler.
 #[derive(Clone, Debug)]
@@ -90,7 +90,7 @@ impl ReconcileError {
 
 /// Everything a reconcile needs, shared by all units.
 pub struct Context {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn StatusStore>,
     pub hosts: HostPool,
     pub secrets: Arc<dyn SecretSource>,
     pub registry: Arc<dyn RegistryCredentials>,
@@ -202,7 +202,7 @@ impl HostPool {
 
 impl Context {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn StatusStore>,
         connector: Arc<dyn Connector>,
         secrets: Arc<dyn SecretSource>,
         registry: Arc<dyn RegistryCredentials>,

@@ -223,7 +223,7 @@ mod tests {
     use super::*;
     use crate::store::kv::{Entry, Listing};
     use crate::store::memory::{MemoryKv, MemoryStore};
-    use crate::store::{Election, Store};
+    use crate::store::{Election, SpecStore};
 
     const TTL: Duration = Duration::from_secs(3);
 

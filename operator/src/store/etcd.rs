@@ -23,7 +23,7 @@ use super::kv_store::KvStore;
 use super::layout::EVENT_TTL;
 use super::{Changed, StoreError};
 
-/// The [`Store`](super::Store) on etcd.
+/// The store on etcd: [`SpecStore`](super::SpecStore) and [`StatusStore`](super::StatusStore).
 pub type EtcdStore = KvStore<EtcdKv>;
 
 /// Time to open a connection to an endpoint.

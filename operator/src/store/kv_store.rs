@@ -1,8 +1,8 @@
 //! The store's logic written once over [`Kv`], so etcd and the in-memory fake behave alike.
 //!
-//! [`KvStore`] implements [`Store`] on top of any [`Kv`]: generations, history, validation, optimistic
-//! concurrency and the leader fence live here and nowhere else; the keys are in `layout`, the decisions of
-//! an apply in `apply`.
+//! [`KvStore`] implements [`SpecStore`], [`StatusStore`] and [`Election`] on top of any [`Kv`]: generations,
+//! history, validation, optimistic concurrency and the leader fence live here and nowhere else; the keys are
+//! in `layout`, the decisions of an apply in `apply`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,12 +23,14 @@ use super::layout::{
     control_key, event_key, history_key, history_prefix, host_key, object_key, role_key, status_key,
     status_prefix, CLUSTER_KEY, CONTROLS, EVENTS, HOSTS, LEADER_KEY, ROLES, SPECS, STATUS,
 };
-use super::{Actor, Changed, Election, Snapshot, Store, StoreError, HISTORY_LIMIT};
+use super::{Actor, Changed, Election, Snapshot, SpecStore, StatusStore, StoreError, HISTORY_LIMIT};
 
 /// How often a write is retried when a concurrent writer changed what it read.
 const ATTEMPTS: u32 = 5;
 
-/// [`Store`] over any [`Kv`].
+/// [`SpecStore`] and [`StatusStore`] over any [`Kv`]. The logic the two traits share is in inherent methods
+/// (`snapshot`, `list_status`, `add_event`), which callers holding a concrete store reach without naming a
+/// trait.
 pub struct KvStore<K> {
     kv: Arc<K>,
     /// The mod revision of the leader key this view's owner created: status and event writes require it.
@@ -51,6 +53,29 @@ impl<K: Kv> KvStore<K> {
     #[cfg(test)]
     pub(super) fn kv(&self) -> &K {
         &self.kv
+    }
+
+    /// All hosts, roles and controls at one revision (both traits' `snapshot`).
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let specs = self.read_specs().await?;
+        Ok(Snapshot {
+            revision: specs.revision,
+            hosts: specs.hosts.into_values().collect(),
+            roles: specs.roles.into_values().collect(),
+            controls: specs.controls.into_iter().collect(),
+        })
+    }
+
+    /// Every unit's stored status (both traits' `list_status`).
+    pub async fn list_status(&self) -> Result<Vec<UnitStatus>, StoreError> {
+        self.kv.list(STATUS).await?.entries.iter().map(decode).collect()
+    }
+
+    /// Appends an event, fenced when this view is (both traits' `add_event`).
+    pub async fn add_event(&self, event: &Event) -> Result<(), StoreError> {
+        let then =
+            vec![Op::PutExpiring { key: event_key(event.time, rand::random()), value: encode(event)? }];
+        self.fenced_txn(then).await
     }
 
     /// Runs a status or event write, with the leader fence when this view has one.
@@ -97,15 +122,9 @@ impl<K: Kv> KvStore<K> {
 }
 
 #[async_trait]
-impl<K: Kv> Store for KvStore<K> {
+impl<K: Kv> SpecStore for KvStore<K> {
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let specs = self.read_specs().await?;
-        Ok(Snapshot {
-            revision: specs.revision,
-            hosts: specs.hosts.into_values().collect(),
-            roles: specs.roles.into_values().collect(),
-            controls: specs.controls.into_iter().collect(),
-        })
+        KvStore::snapshot(self).await
     }
 
     async fn get_host(&self, name: &str) -> Result<Option<Host>, StoreError> {
@@ -316,27 +335,16 @@ impl<K: Kv> Store for KvStore<K> {
         }
     }
 
-    async fn put_status(&self, status: &UnitStatus) -> Result<(), StoreError> {
-        let then = vec![Op::Put { key: status_key(&status.role, &status.host), value: encode(status)? }];
-        self.fenced_txn(then).await
-    }
-
-    async fn delete_status(&self, role: &str, host: &str) -> Result<(), StoreError> {
-        self.fenced_txn(vec![Op::Delete { key: status_key(role, host) }]).await
-    }
-
     async fn list_status(&self) -> Result<Vec<UnitStatus>, StoreError> {
-        self.kv.list(STATUS).await?.entries.iter().map(decode).collect()
-    }
-
-    async fn add_event(&self, event: &Event) -> Result<(), StoreError> {
-        let then =
-            vec![Op::PutExpiring { key: event_key(event.time, rand::random()), value: encode(event)? }];
-        self.fenced_txn(then).await
+        KvStore::list_status(self).await
     }
 
     async fn list_events(&self) -> Result<Vec<Event>, StoreError> {
         self.kv.list(EVENTS).await?.entries.iter().map(decode).collect()
+    }
+
+    async fn add_event(&self, event: &Event) -> Result<(), StoreError> {
+        KvStore::add_event(self, event).await
     }
 
     async fn cluster_key(&self) -> Result<Vec<u8>, StoreError> {
@@ -354,9 +362,33 @@ impl<K: Kv> Store for KvStore<K> {
         }
         Err(StoreError::Conflict("the cluster key kept changing while it was created".into()))
     }
+}
+
+#[async_trait]
+impl<K: Kv> StatusStore for KvStore<K> {
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        KvStore::snapshot(self).await
+    }
 
     async fn watch(&self, from_revision: i64) -> Result<BoxStream<'static, Changed>, StoreError> {
         self.kv.watch(SPECS, from_revision).await
+    }
+
+    async fn list_status(&self) -> Result<Vec<UnitStatus>, StoreError> {
+        KvStore::list_status(self).await
+    }
+
+    async fn put_status(&self, status: &UnitStatus) -> Result<(), StoreError> {
+        let then = vec![Op::Put { key: status_key(&status.role, &status.host), value: encode(status)? }];
+        self.fenced_txn(then).await
+    }
+
+    async fn delete_status(&self, role: &str, host: &str) -> Result<(), StoreError> {
+        self.fenced_txn(vec![Op::Delete { key: status_key(role, host) }]).await
+    }
+
+    async fn add_event(&self, event: &Event) -> Result<(), StoreError> {
+        KvStore::add_event(self, event).await
     }
 }
 
@@ -366,7 +398,7 @@ impl<K: Kv> Election for KvStore<K> {
         election::campaign(self.kv.clone(), identity, ttl).await
     }
 
-    fn fenced(&self, leadership: &Leadership) -> Arc<dyn Store> {
+    fn fenced(&self, leadership: &Leadership) -> Arc<dyn StatusStore> {
         Arc::new(KvStore { kv: self.kv.clone(), fence: Some(leadership.revision()) })
     }
 }

@@ -20,7 +20,7 @@ use super::kv_store::KvStore;
 use super::layout::EVENT_TTL;
 use super::{Changed, StoreError};
 
-/// The in-memory [`Store`](super::Store).
+/// The store in memory: [`SpecStore`](super::SpecStore) and [`StatusStore`](super::StatusStore).
 pub type MemoryStore = KvStore<MemoryKv>;
 
 /// How many changed keys the watch log remembers; a watch that falls further behind starts over.
@@ -391,7 +391,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::store::Store;
+    use crate::store::SpecStore;
 
     fn event(reason: &str) -> Event {
         Event {

@@ -24,7 +24,7 @@ use crate::hosts::{self, ContainerConfig, DockerHost};
 use crate::labels;
 use crate::reconcile::{Config, Context};
 use crate::store::memory::MemoryStore;
-use crate::store::{Actor, Store};
+use crate::store::{Actor, SpecStore};
 
 const IMAGE: &str = "app:v1";
 const TOKENS: &str = "alice write alice-write-token\nci read ci-read-token-1\n";
@@ -67,7 +67,7 @@ async fn fixture(tokens: Option<&str>) -> Fixture {
         None => Auth::open(),
     };
     let mut state = AppState::new(store.clone(), auth);
-    state.hosts = Some(Arc::new(ContainerAccess::new(Arc::new(ctx), stop.clone())));
+    state.hosts = Some(Arc::new(ContainerAccess::new(Arc::new(ctx), store.clone(), stop.clone())));
     Fixture { app: router(state), store, hosts, stop }
 }
 
