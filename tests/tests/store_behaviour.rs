@@ -50,6 +50,7 @@ cases!(
     events_are_listed_oldest_first,
     controls_do_not_bump_generation,
     status_round_trips,
+    cluster_key_is_made_once,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -448,4 +449,12 @@ async fn status_round_trips(store: Views) {
     store.reconciler.delete_status("web", "h2").await.unwrap();
     store.reconciler.delete_status("web", "h2").await.unwrap();
     assert_eq!(store.reconciler.list_status().await.unwrap(), vec![web]);
+}
+
+async fn cluster_key_is_made_once(store: Views) {
+    let (first, second) = tokio::join!(store.api.cluster_key(), store.api.cluster_key());
+    let first = first.unwrap();
+    assert_eq!(first.len(), 32);
+    assert_eq!(second.unwrap(), first, "of two operators starting at once, one key wins");
+    assert_eq!(store.api.cluster_key().await.unwrap(), first, "the same key ever after");
 }
