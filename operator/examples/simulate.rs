@@ -21,7 +21,7 @@ use ballast_operator::labels;
 use ballast_operator::reconcile::{Config, Context, Unit};
 use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::store::memory::MemoryStore;
-use ballast_operator::store::{Actor, Store};
+use ballast_operator::store::{Actor, SpecStore};
 use ballast_specs::wire::UnitState;
 use ballast_specs::Object;
 use clap::Parser;

@@ -139,7 +139,7 @@ mod tests {
     use crate::hosts::{ContainerState, HostPool};
     use crate::reconcile::{self, Config, ReconcileError, Unit};
     use crate::store::memory::MemoryStore;
-    use crate::store::Actor;
+    use crate::store::{Actor, SpecStore};
 
     const TTL: Duration = Duration::from_secs(3);
     const IMAGE: &str = "registry.test/app:v1";

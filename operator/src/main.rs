@@ -32,7 +32,7 @@ use ballast_operator::metrics::Metrics;
 use ballast_operator::reconcile::{self, Config, Preview};
 use ballast_operator::runtime::RuntimeConfig;
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Election, SpecStore, StatusStore, Store};
+use ballast_operator::store::{Election, SpecStore, StatusStore};
 use ballast_specs::Duration;
 use clap::{Parser, ValueEnum};
 use prometheus_client::registry::Registry;
@@ -174,7 +174,7 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     // Signals are caught from here on: a SIGTERM right after readiness is a clean shutdown too.
     let signalled = shutdown_signal()?;
     let etcd = connect(endpoints).await?;
-    let store: Arc<dyn Store> = etcd.clone();
+    let store: Arc<dyn SpecStore> = etcd.clone();
     let (secrets, registry) = aws_clients(args, store.as_ref()).await?;
     let connector: Arc<dyn Connector> = Arc::new(RealConnector {
         ssh: SshConfig { key_path: args.ssh_key.clone(), known_hosts: args.known_hosts.clone() },
@@ -254,7 +254,7 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
 /// roles with secrets report that secrets are not configured).
 async fn aws_clients(
     args: &Args,
-    store: &dyn Store,
+    store: &dyn SpecStore,
 ) -> anyhow::Result<(Arc<dyn SecretSource>, Arc<dyn RegistryCredentials>)> {
     let cluster_key = store.cluster_key().await.context("cannot read the cluster key from etcd")?;
     let secrets = SecretsConfig { cluster_key, refresh: args.secrets_refresh.as_std() };

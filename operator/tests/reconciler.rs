@@ -11,7 +11,7 @@ use ballast_operator::labels;
 use ballast_operator::reconcile::{self, Config, Context, Preview};
 use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::store::memory::MemoryStore;
-use ballast_operator::store::{Actor, Store};
+use ballast_operator::store::{Actor, SpecStore};
 use ballast_specs::wire::{UnitState, UnitStatus};
 use ballast_specs::{Object, Role};
 use serde_json::json;

@@ -3,7 +3,7 @@
 use std::process::Output;
 
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::Store;
+use ballast_operator::store::StatusStore;
 use ballast_specs::wire::{ApplyResponse, List, RoleRevision, RoleView, UnitState, UnitStatus};
 use ballast_specs::Object;
 use ballast_tests::ballastd::{ballast_command, closed_port, datalake_dir, run, Stack};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Actor, Store};
+use ballast_operator::store::{Actor, SpecStore};
 use ballast_specs::wire::UnitState;
 use ballast_specs::Object;
 use ballast_tests::ballastd::{Ballastd, Options};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Election, Leadership, Store, StoreError, LEADER_KEY};
+use ballast_operator::store::{Election, Leadership, SpecStore, StoreError, LEADER_KEY};
 use ballast_tests::etcd::base64;
 use ballast_tests::objects::{event, status};
 use ballast_tests::TestEtcd;

@@ -12,7 +12,7 @@ use ballast_operator::hosts::{HostPool, RealConnector};
 use ballast_operator::reconcile::{Config, Context};
 use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Actor, Store};
+use ballast_operator::store::{Actor, SpecStore};
 use ballast_specs::wire::{UnitState, UnitStatus};
 use ballast_specs::{Object, Role};
 use ballast_tests::docker::HostCleanup;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Actor, Store, StoreError, HISTORY_LIMIT};
+use ballast_operator::store::memory::MemoryStore;
+use ballast_operator::store::{Actor, SpecStore, StatusStore, StoreError, HISTORY_LIMIT};
 use ballast_specs::wire::{ApplyOutcome, ApplyResult};
 use ballast_specs::{Kind, Object, RoleControl};
 use ballast_tests::objects::{event, host, host_object, role, role_object, status, with_label, with_memory};
@@ -27,7 +28,7 @@ macro_rules! cases {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(std::sync::Arc::new(ballast_operator::store::memory::MemoryStore::new())).await;
+                    super::$name(super::memory_store()).await;
                 }
             )*
         }
@@ -49,12 +50,31 @@ cases!(
     events_are_listed_oldest_first,
     controls_do_not_bump_generation,
     status_round_trips,
+    cluster_key_is_made_once,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn etcd_store(etcd: &TestEtcd) -> Arc<dyn Store> {
-    Arc::new(EtcdStore::connect(&etcd.endpoints()).await.expect("connecting to etcd"))
+/// One store as its two users see it: the API's [`SpecStore`] and the reconciler's [`StatusStore`] (unfenced
+/// here: the fence has its own tests in `ha_etcd`).
+#[derive(Clone)]
+struct Views {
+    api: Arc<dyn SpecStore>,
+    reconciler: Arc<dyn StatusStore>,
+}
+
+impl Views {
+    fn of<S: SpecStore + StatusStore>(store: Arc<S>) -> Views {
+        Views { api: store.clone(), reconciler: store }
+    }
+}
+
+async fn etcd_store(etcd: &TestEtcd) -> Views {
+    Views::of(Arc::new(EtcdStore::connect(&etcd.endpoints()).await.expect("connecting to etcd")))
+}
+
+fn memory_store() -> Views {
+    Views::of(Arc::new(MemoryStore::new()))
 }
 
 fn actor() -> Actor {
@@ -65,16 +85,16 @@ fn result(kind: Kind, name: &str, outcome: ApplyOutcome, generation: u64) -> App
     ApplyResult { kind, name: name.to_string(), outcome, generation }
 }
 
-async fn apply(store: &Arc<dyn Store>, objects: Vec<Object>) -> Vec<ApplyResult> {
-    store.apply(objects, false, &actor()).await.expect("apply")
+async fn apply(store: &Views, objects: Vec<Object>) -> Vec<ApplyResult> {
+    store.api.apply(objects, false, &actor()).await.expect("apply")
 }
 
 /// A host `h1` and a role `web` on it, stored.
-async fn seed(store: &Arc<dyn Store>) {
+async fn seed(store: &Views) {
     apply(store, vec![host_object("h1"), role_object("web", &["h1"], "app:v1")]).await;
 }
 
-async fn apply_reports_created_configured_unchanged(store: Arc<dyn Store>) {
+async fn apply_reports_created_configured_unchanged(store: Views) {
     let objects = vec![host_object("h1"), Object::Role(with_memory(role("web", &["h1"], "app:v1"), "1.75g"))];
     assert_eq!(
         apply(&store, objects.clone()).await,
@@ -83,7 +103,7 @@ async fn apply_reports_created_configured_unchanged(store: Arc<dyn Store>) {
             result(Kind::Role, "web", ApplyOutcome::Created, 1)
         ]
     );
-    let created = store.get_role("web").await.unwrap().expect("web stored");
+    let created = store.api.get_role("web").await.unwrap().expect("web stored");
     assert_eq!(created.metadata.generation, 1);
     assert!(created.metadata.revision > 0);
     let born = created.metadata.creation_timestamp.expect("creation timestamp set");
@@ -95,7 +115,10 @@ async fn apply_reports_created_configured_unchanged(store: Arc<dyn Store>) {
             result(Kind::Role, "web", ApplyOutcome::Unchanged, 1)
         ]
     );
-    assert_eq!(store.get_role("web").await.unwrap().unwrap().metadata.revision, created.metadata.revision);
+    assert_eq!(
+        store.api.get_role("web").await.unwrap().unwrap().metadata.revision,
+        created.metadata.revision
+    );
 
     let v2 = with_memory(role("web", &["h1"], "app:v2"), "1.75g");
     assert_eq!(
@@ -116,29 +139,29 @@ async fn apply_reports_created_configured_unchanged(store: Arc<dyn Store>) {
         apply(&store, vec![Object::Role(labelled)]).await,
         vec![result(Kind::Role, "web", ApplyOutcome::Configured, 2)]
     );
-    let stored = store.get_role("web").await.unwrap().unwrap();
+    let stored = store.api.get_role("web").await.unwrap().unwrap();
     assert_eq!(stored.metadata.generation, 2);
     assert_eq!(stored.metadata.labels.get("app").map(String::as_str), Some("datalake"));
     assert_eq!(stored.metadata.creation_timestamp, Some(born));
     assert_eq!(stored.spec.image, "app:v2");
     assert!(stored.metadata.revision > created.metadata.revision);
-    assert_eq!(store.history("web").await.unwrap().len(), 2, "a label change is no new revision");
+    assert_eq!(store.api.history("web").await.unwrap().len(), 2, "a label change is no new revision");
 
-    let stored_host = store.get_host("h1").await.unwrap().expect("h1 stored");
+    let stored_host = store.api.get_host("h1").await.unwrap().expect("h1 stored");
     assert_eq!(stored_host.metadata.generation, 1);
     assert_eq!(stored_host.spec, host("h1").spec);
 }
 
-async fn apply_is_all_or_nothing(store: Arc<dyn Store>) {
+async fn apply_is_all_or_nothing(store: Views) {
     apply(&store, vec![host_object("h1")]).await;
-    let before = store.snapshot().await.unwrap();
+    let before = store.api.snapshot().await.unwrap();
     let objects = vec![
         host_object("h2"),
         role_object("web", &["h1"], "app:v1"),
         role_object("job", &["missing"], "app:v1"),
         role_object("cron", &["h2", "gone"], "app:v1"),
     ];
-    let Err(StoreError::Invalid(problems)) = store.apply(objects, false, &actor()).await else {
+    let Err(StoreError::Invalid(problems)) = store.api.apply(objects, false, &actor()).await else {
         panic!("an apply naming missing hosts must be invalid");
     };
     let documents: Vec<Option<usize>> = problems.iter().map(|p| p.document).collect();
@@ -147,17 +170,18 @@ async fn apply_is_all_or_nothing(store: Arc<dyn Store>) {
     assert!(problems.iter().any(|p| p.message.contains("missing")), "{problems:?}");
     assert!(problems.iter().any(|p| p.message.contains("gone")), "{problems:?}");
 
-    let after = store.snapshot().await.unwrap();
+    let after = store.api.snapshot().await.unwrap();
     assert_eq!(after.hosts, before.hosts);
     assert!(after.roles.is_empty(), "nothing stored: {:?}", after.roles);
     assert_eq!(after.revision, before.revision);
-    assert!(store.get_host("h2").await.unwrap().is_none());
+    assert!(store.api.get_host("h2").await.unwrap().is_none());
 }
 
-async fn dry_run_writes_nothing(store: Arc<dyn Store>) {
+async fn dry_run_writes_nothing(store: Views) {
     seed(&store).await;
-    let before = store.snapshot().await.unwrap();
+    let before = store.api.snapshot().await.unwrap();
     let results = store
+        .api
         .apply(vec![role_object("web", &["h1"], "app:v2"), host_object("h2")], true, &actor())
         .await
         .unwrap();
@@ -168,23 +192,23 @@ async fn dry_run_writes_nothing(store: Arc<dyn Store>) {
             result(Kind::Host, "h2", ApplyOutcome::Created, 1)
         ]
     );
-    assert_eq!(store.snapshot().await.unwrap(), before);
+    assert_eq!(store.api.snapshot().await.unwrap(), before);
 }
 
-async fn stale_update_role_conflicts(store: Arc<dyn Store>) {
+async fn stale_update_role_conflicts(store: Views) {
     seed(&store).await;
-    let read = store.get_role("web").await.unwrap().unwrap();
+    let read = store.api.get_role("web").await.unwrap().unwrap();
 
     let mut first = read.clone();
     first.spec.image = "app:v2".to_string();
-    let stored = store.update_role(first, &actor()).await.unwrap();
+    let stored = store.api.update_role(first, &actor()).await.unwrap();
     assert_eq!(stored.metadata.generation, 2);
     assert_eq!(stored.spec.image, "app:v2");
-    assert_eq!(store.get_role("web").await.unwrap().unwrap().metadata.revision, stored.metadata.revision);
+    assert_eq!(store.api.get_role("web").await.unwrap().unwrap().metadata.revision, stored.metadata.revision);
 
     let mut stale = read.clone();
     stale.spec.image = "app:v3".to_string();
-    match store.update_role(stale, &actor()).await {
+    match store.api.update_role(stale, &actor()).await {
         Err(StoreError::Conflict(message)) => {
             assert!(message.contains("changed since it was read"), "{message}");
             assert!(message.contains(&format!("revision {}", read.metadata.revision)), "{message}");
@@ -192,22 +216,22 @@ async fn stale_update_role_conflicts(store: Arc<dyn Store>) {
         }
         other => panic!("a stale update must conflict, got {other:?}"),
     }
-    let now = store.get_role("web").await.unwrap().unwrap();
+    let now = store.api.get_role("web").await.unwrap().unwrap();
     assert_eq!(now, stored, "nothing changed by the stale update");
-    assert_eq!(store.history("web").await.unwrap().len(), 2);
+    assert_eq!(store.api.history("web").await.unwrap().len(), 2);
 
     // An update that changes nothing stores nothing.
-    let same = store.update_role(now.clone(), &actor()).await.unwrap();
+    let same = store.api.update_role(now.clone(), &actor()).await.unwrap();
     assert_eq!(same, now);
 }
 
-async fn update_role_checks_its_input(store: Arc<dyn Store>) {
+async fn update_role_checks_its_input(store: Views) {
     seed(&store).await;
-    let read = store.get_role("web").await.unwrap().unwrap();
+    let read = store.api.get_role("web").await.unwrap().unwrap();
 
     let mut unknown_host = read.clone();
     unknown_host.spec.hosts = vec!["h1".to_string(), "nowhere".to_string()];
-    match store.update_role(unknown_host, &actor()).await {
+    match store.api.update_role(unknown_host, &actor()).await {
         Err(StoreError::Invalid(problems)) => {
             assert!(problems.iter().any(|p| p.message.contains("nowhere")), "{problems:?}")
         }
@@ -217,50 +241,50 @@ async fn update_role_checks_its_input(store: Arc<dyn Store>) {
     let mut no_revision = read.clone();
     no_revision.metadata.revision = 0;
     no_revision.spec.image = "app:v2".to_string();
-    assert!(matches!(store.update_role(no_revision, &actor()).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.api.update_role(no_revision, &actor()).await, Err(StoreError::Invalid(_))));
 
     let mut missing = role("api", &["h1"], "app:v1");
     missing.metadata.revision = read.metadata.revision;
     assert!(matches!(
-        store.update_role(missing, &actor()).await,
+        store.api.update_role(missing, &actor()).await,
         Err(StoreError::NotFound { kind: "role", .. })
     ));
 
-    assert_eq!(store.get_role("web").await.unwrap().unwrap(), read, "nothing changed");
+    assert_eq!(store.api.get_role("web").await.unwrap().unwrap(), read, "nothing changed");
 }
 
-async fn concurrent_updates_one_wins(store: Arc<dyn Store>) {
+async fn concurrent_updates_one_wins(store: Views) {
     seed(&store).await;
     for round in 0..10 {
-        let read = store.get_role("web").await.unwrap().unwrap();
+        let read = store.api.get_role("web").await.unwrap().unwrap();
         let mut a = read.clone();
         a.spec.image = format!("app:a{round}");
         let mut b = read.clone();
         b.spec.image = format!("app:b{round}");
         let (store_a, store_b) = (store.clone(), store.clone());
-        let task_a = tokio::spawn(async move { store_a.update_role(a, &actor()).await });
-        let task_b = tokio::spawn(async move { store_b.update_role(b, &actor()).await });
+        let task_a = tokio::spawn(async move { store_a.api.update_role(a, &actor()).await });
+        let task_b = tokio::spawn(async move { store_b.api.update_role(b, &actor()).await });
         let (a, b) = (task_a.await.unwrap(), task_b.await.unwrap());
         let winner = match (a, b) {
             (Ok(role), Err(StoreError::Conflict(_))) | (Err(StoreError::Conflict(_)), Ok(role)) => role,
             other => panic!("exactly one of two updates of one revision must win, got {other:?}"),
         };
-        let stored = store.get_role("web").await.unwrap().unwrap();
+        let stored = store.api.get_role("web").await.unwrap().unwrap();
         assert_eq!(stored, winner);
         assert_eq!(stored.metadata.generation, read.metadata.generation + 1);
     }
-    assert_eq!(store.get_role("web").await.unwrap().unwrap().metadata.generation, 11);
+    assert_eq!(store.api.get_role("web").await.unwrap().unwrap().metadata.generation, 11);
 }
 
 /// Applies race on the same role: each is retried on a fresh read, so every change lands exactly once.
-async fn concurrent_applies_all_land(store: Arc<dyn Store>) {
+async fn concurrent_applies_all_land(store: Views) {
     seed(&store).await;
     let tasks: Vec<_> = (0..4)
         .map(|n| {
             let store = store.clone();
             tokio::spawn(async move {
                 let objects = vec![role_object("web", &["h1"], &format!("app:c{n}"))];
-                store.apply(objects, false, &actor()).await
+                store.api.apply(objects, false, &actor()).await
             })
         })
         .collect();
@@ -272,20 +296,20 @@ async fn concurrent_applies_all_land(store: Arc<dyn Store>) {
     }
     generations.sort();
     assert_eq!(generations, vec![2, 3, 4, 5], "each apply got its own generation");
-    let stored = store.get_role("web").await.unwrap().unwrap();
+    let stored = store.api.get_role("web").await.unwrap().unwrap();
     assert_eq!(stored.metadata.generation, 5);
-    let history = store.history("web").await.unwrap();
+    let history = store.api.history("web").await.unwrap();
     assert_eq!(history.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     assert_eq!(history[4].spec.image, stored.spec.image);
 }
 
-async fn history_keeps_the_last_twenty(store: Arc<dyn Store>) {
+async fn history_keeps_the_last_twenty(store: Views) {
     apply(&store, vec![host_object("h1")]).await;
     for n in 1..=25 {
         let results = apply(&store, vec![role_object("web", &["h1"], &format!("app:v{n}"))]).await;
         assert_eq!(results[0].generation, n);
     }
-    let history = store.history("web").await.unwrap();
+    let history = store.api.history("web").await.unwrap();
     assert_eq!(history.len(), HISTORY_LIMIT);
     let revisions: Vec<u64> = history.iter().map(|r| r.revision).collect();
     assert_eq!(revisions, (6..=25).collect::<Vec<u64>>(), "oldest first, the last twenty");
@@ -295,69 +319,69 @@ async fn history_keeps_the_last_twenty(store: Arc<dyn Store>) {
         assert_eq!(revision.actor, "alice");
     }
     assert!(history.windows(2).all(|w| w[0].created <= w[1].created));
-    assert!(matches!(store.history("nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.api.history("nope").await, Err(StoreError::NotFound { .. })));
 }
 
-async fn delete_host_still_referenced_conflicts(store: Arc<dyn Store>) {
+async fn delete_host_still_referenced_conflicts(store: Views) {
     seed(&store).await;
     apply(&store, vec![role_object("job", &["h1"], "app:v1")]).await;
-    match store.delete_host("h1", &actor()).await {
+    match store.api.delete_host("h1", &actor()).await {
         Err(StoreError::Conflict(message)) => {
             assert!(message.contains("web") && message.contains("job"), "names the roles: {message}")
         }
         other => panic!("deleting a host in use must conflict, got {other:?}"),
     }
-    assert!(store.get_host("h1").await.unwrap().is_some());
+    assert!(store.api.get_host("h1").await.unwrap().is_some());
 
-    store.delete_role("web", &actor()).await.unwrap();
-    store.delete_role("job", &actor()).await.unwrap();
-    store.delete_host("h1", &actor()).await.unwrap();
-    assert!(store.get_host("h1").await.unwrap().is_none());
+    store.api.delete_role("web", &actor()).await.unwrap();
+    store.api.delete_role("job", &actor()).await.unwrap();
+    store.api.delete_host("h1", &actor()).await.unwrap();
+    assert!(store.api.get_host("h1").await.unwrap().is_none());
     assert!(matches!(
-        store.delete_host("h1", &actor()).await,
+        store.api.delete_host("h1", &actor()).await,
         Err(StoreError::NotFound { kind: "host", .. })
     ));
 }
 
-async fn delete_role_removes_everything(store: Arc<dyn Store>) {
+async fn delete_role_removes_everything(store: Views) {
     seed(&store).await;
     apply(&store, vec![role_object("web", &["h1"], "app:v2"), role_object("job", &["h1"], "app:v1")]).await;
-    store.put_control("web", &RoleControl { paused: true, retry: 1, restart: 2 }).await.unwrap();
-    store.put_status(&status("web", "h1")).await.unwrap();
-    store.put_status(&status("job", "h1")).await.unwrap();
+    store.api.put_control("web", &RoleControl { paused: true, retry: 1, restart: 2 }).await.unwrap();
+    store.reconciler.put_status(&status("web", "h1")).await.unwrap();
+    store.reconciler.put_status(&status("job", "h1")).await.unwrap();
 
-    store.delete_role("web", &actor()).await.unwrap();
-    assert!(store.get_role("web").await.unwrap().is_none());
-    assert!(matches!(store.history("web").await, Err(StoreError::NotFound { .. })));
-    assert!(matches!(store.get_control("web").await, Err(StoreError::NotFound { .. })));
-    let statuses = store.list_status().await.unwrap();
+    store.api.delete_role("web", &actor()).await.unwrap();
+    assert!(store.api.get_role("web").await.unwrap().is_none());
+    assert!(matches!(store.api.history("web").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.api.get_control("web").await, Err(StoreError::NotFound { .. })));
+    let statuses = store.api.list_status().await.unwrap();
     assert_eq!(statuses.iter().map(|s| s.role.as_str()).collect::<Vec<_>>(), vec!["job"]);
-    let snapshot = store.snapshot().await.unwrap();
+    let snapshot = store.api.snapshot().await.unwrap();
     assert!(snapshot.controls.is_empty());
     assert_eq!(snapshot.roles.iter().map(|r| r.metadata.name.as_str()).collect::<Vec<_>>(), vec!["job"]);
     assert!(matches!(
-        store.delete_role("web", &actor()).await,
+        store.api.delete_role("web", &actor()).await,
         Err(StoreError::NotFound { kind: "role", .. })
     ));
 
     // Created again, it starts over.
     let results = apply(&store, vec![role_object("web", &["h1"], "app:v9")]).await;
     assert_eq!(results, vec![result(Kind::Role, "web", ApplyOutcome::Created, 1)]);
-    assert_eq!(store.history("web").await.unwrap().len(), 1);
-    assert_eq!(store.get_control("web").await.unwrap(), RoleControl::default());
+    assert_eq!(store.api.history("web").await.unwrap().len(), 1);
+    assert_eq!(store.api.get_control("web").await.unwrap(), RoleControl::default());
 }
 
-async fn watch_yields_after_a_write(store: Arc<dyn Store>) {
-    let start = store.snapshot().await.unwrap().revision;
-    let mut changes = store.watch(start).await.unwrap();
+async fn watch_yields_after_a_write(store: Views) {
+    let start = store.reconciler.snapshot().await.unwrap().revision;
+    let mut changes = store.reconciler.watch(start).await.unwrap();
     seed(&store).await;
     let changed = tokio::time::timeout(WAIT, changes.next()).await.expect("a change within 10s").unwrap();
     assert!(changed.revision > start);
 
     // Status is outside the watched specs; a control is inside.
-    store.put_status(&status("web", "h1")).await.unwrap();
-    store.put_control("web", &RoleControl { paused: true, ..RoleControl::default() }).await.unwrap();
-    let control_revision = store.snapshot().await.unwrap().revision;
+    store.reconciler.put_status(&status("web", "h1")).await.unwrap();
+    store.api.put_control("web", &RoleControl { paused: true, ..RoleControl::default() }).await.unwrap();
+    let control_revision = store.reconciler.snapshot().await.unwrap().revision;
     let mut last = changed.revision;
     while last < control_revision {
         let changed = tokio::time::timeout(WAIT, changes.next()).await.expect("a change within 10s").unwrap();
@@ -367,22 +391,26 @@ async fn watch_yields_after_a_write(store: Arc<dyn Store>) {
     assert_eq!(last, control_revision, "the control write is reported at its revision");
 
     // A watch from before the writes reports them at once.
-    let mut late = store.watch(start).await.unwrap();
+    let mut late = store.reconciler.watch(start).await.unwrap();
     let changed = tokio::time::timeout(WAIT, late.next()).await.expect("a change within 10s").unwrap();
     assert!(changed.revision > start);
 }
 
-async fn events_are_listed_oldest_first(store: Arc<dyn Store>) {
+async fn events_are_listed_oldest_first(store: Views) {
     let events = [
         event("2024-05-01T10:00:02Z", "web", "Second"),
         event("2024-05-01T10:00:03Z", "web", "Third"),
         event("2024-05-01T10:00:01Z", "web", "First"),
         event("2024-05-01T10:00:03Z", "job", "AlsoThird"),
     ];
-    for e in &events {
-        store.add_event(e).await.unwrap();
+    // Both users add events: the API for people's actions, the reconciler for its own.
+    for e in &events[..2] {
+        store.api.add_event(e).await.unwrap();
     }
-    let listed = store.list_events().await.unwrap();
+    for e in &events[2..] {
+        store.reconciler.add_event(e).await.unwrap();
+    }
+    let listed = store.api.list_events().await.unwrap();
     assert_eq!(listed.len(), 4, "events at the same instant are both kept");
     let reasons: Vec<&str> = listed.iter().map(|e| e.reason.as_str()).collect();
     assert_eq!(&reasons[..2], &["First", "Second"]);
@@ -390,35 +418,43 @@ async fn events_are_listed_oldest_first(store: Arc<dyn Store>) {
     assert!(listed.contains(&events[1]) && listed.contains(&events[3]));
 }
 
-async fn controls_do_not_bump_generation(store: Arc<dyn Store>) {
+async fn controls_do_not_bump_generation(store: Views) {
     seed(&store).await;
-    let before = store.get_role("web").await.unwrap().unwrap();
-    assert_eq!(store.get_control("web").await.unwrap(), RoleControl::default());
+    let before = store.api.get_role("web").await.unwrap().unwrap();
+    assert_eq!(store.api.get_control("web").await.unwrap(), RoleControl::default());
 
     let control = RoleControl { paused: true, retry: 0, restart: 3 };
-    store.put_control("web", &control).await.unwrap();
-    assert_eq!(store.get_control("web").await.unwrap(), control);
-    let after = store.get_role("web").await.unwrap().unwrap();
+    store.api.put_control("web", &control).await.unwrap();
+    assert_eq!(store.api.get_control("web").await.unwrap(), control);
+    let after = store.api.get_role("web").await.unwrap().unwrap();
     assert_eq!(after, before, "generation and revision untouched");
-    assert_eq!(store.history("web").await.unwrap().len(), 1);
-    assert_eq!(store.snapshot().await.unwrap().controls, vec![("web".to_string(), control)]);
+    assert_eq!(store.api.history("web").await.unwrap().len(), 1);
+    assert_eq!(store.api.snapshot().await.unwrap().controls, vec![("web".to_string(), control)]);
 
     assert!(matches!(
-        store.put_control("nope", &RoleControl::default()).await,
+        store.api.put_control("nope", &RoleControl::default()).await,
         Err(StoreError::NotFound { kind: "role", .. })
     ));
-    assert!(matches!(store.get_control("nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.api.get_control("nope").await, Err(StoreError::NotFound { .. })));
 }
 
-async fn status_round_trips(store: Arc<dyn Store>) {
+async fn status_round_trips(store: Views) {
     let mut web = status("web", "h1");
-    store.put_status(&web).await.unwrap();
-    store.put_status(&status("web", "h2")).await.unwrap();
+    store.reconciler.put_status(&web).await.unwrap();
+    store.reconciler.put_status(&status("web", "h2")).await.unwrap();
     web.message = "pulling".to_string();
-    store.put_status(&web).await.unwrap();
-    let listed = store.list_status().await.unwrap();
+    store.reconciler.put_status(&web).await.unwrap();
+    let listed = store.reconciler.list_status().await.unwrap();
     assert_eq!(listed, vec![web.clone(), status("web", "h2")]);
-    store.delete_status("web", "h2").await.unwrap();
-    store.delete_status("web", "h2").await.unwrap();
-    assert_eq!(store.list_status().await.unwrap(), vec![web]);
+    store.reconciler.delete_status("web", "h2").await.unwrap();
+    store.reconciler.delete_status("web", "h2").await.unwrap();
+    assert_eq!(store.reconciler.list_status().await.unwrap(), vec![web]);
+}
+
+async fn cluster_key_is_made_once(store: Views) {
+    let (first, second) = tokio::join!(store.api.cluster_key(), store.api.cluster_key());
+    let first = first.unwrap();
+    assert_eq!(first.len(), 32);
+    assert_eq!(second.unwrap(), first, "of two operators starting at once, one key wins");
+    assert_eq!(store.api.cluster_key().await.unwrap(), first, "the same key ever after");
 }

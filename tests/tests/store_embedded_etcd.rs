@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ballast_operator::etcd_local::EmbeddedEtcd;
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Actor, Store};
+use ballast_operator::store::{Actor, SpecStore};
 use ballast_tests::objects::{host_object, role_object};
 use ballast_tests::{process, wait};
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use ballast_operator::store::etcd::EtcdStore;
-use ballast_operator::store::{Actor, Changed, Store, StoreError};
+use ballast_operator::store::{Actor, Changed, SpecStore, StatusStore, StoreError};
 use ballast_specs::RoleControl;
 use ballast_tests::etcd::free_ports;
 use ballast_tests::objects::{event, host_object, role_object, status};

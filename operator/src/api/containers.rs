@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::objects::find_role;
 use super::{AppState, ContainerError, Containers};
 use crate::hosts::{HostError, LogLine, LogStream};
-use crate::store::{Actor, Store};
+use crate::store::{Actor, SpecStore};
 
 /// The media type of the logs stream: one JSON object a line.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -216,7 +216,7 @@ fn ndjson_line(entry: &LogEntry) -> Bytes {
 
 /// Records a user's access to a role's containers; a lost event is logged, not an error.
 async fn record(
-    store: &dyn Store,
+    store: &dyn SpecStore,
     actor: &Actor,
     role: &str,
     host: Option<String>,

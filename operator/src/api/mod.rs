@@ -29,12 +29,12 @@ pub use auth::{Access, Auth, TokenFileError};
 pub use error::{ApiError, BODY_LIMIT};
 
 use crate::hosts::{ExecOutput, HostError, LogLine};
-use crate::store::{Store, StoreError};
+use crate::store::{SpecStore, StoreError};
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn SpecStore>,
     pub auth: Arc<Auth>,
     /// Answers `GET /api/v1/plan`; `None` until the operator provides a planner (the route then answers 501).
     pub plans: Option<Arc<dyn Plans>>,
@@ -87,7 +87,7 @@ pub enum ContainerError {
 
 impl AppState {
     /// A state with no planner, no host access and an empty metrics registry.
-    pub fn new(store: Arc<dyn Store>, auth: Auth) -> AppState {
+    pub fn new(store: Arc<dyn SpecStore>, auth: Auth) -> AppState {
         AppState {
             store,
             auth: Arc::new(auth),

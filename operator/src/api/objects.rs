@@ -9,7 +9,7 @@ use ballast_specs::{validate_object, validate_set, Object, Problem, Role};
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{Actor, Store, StoreError};
+use crate::store::{Actor, SpecStore, StoreError};
 
 /// `POST /api/v1/apply`: validates the whole set, then stores it in one transaction (or computes a dry run).
 /// A problem's path starts with `objects[i]`, the index of its object in the request.
@@ -151,17 +151,17 @@ pub async fn delete_role(
 }
 
 /// The stored role, or 404.
-pub(super) async fn find_role(store: &dyn Store, name: &str) -> Result<Role, ApiError> {
+pub(super) async fn find_role(store: &dyn SpecStore, name: &str) -> Result<Role, ApiError> {
     store.get_role(name).await?.ok_or_else(|| ApiError::NotFound(format!("role {name:?} not found")))
 }
 
 /// The role with its control switches.
-pub(super) async fn role_view(store: &dyn Store, role: Role) -> Result<RoleView, ApiError> {
+pub(super) async fn role_view(store: &dyn SpecStore, role: Role) -> Result<RoleView, ApiError> {
     let control = store.get_control(&role.metadata.name).await?;
     Ok(RoleView { role, control })
 }
 
-async fn host_names(store: &dyn Store) -> Result<Vec<String>, ApiError> {
+async fn host_names(store: &dyn SpecStore) -> Result<Vec<String>, ApiError> {
     let snapshot = store.snapshot().await?;
     Ok(snapshot.hosts.into_iter().map(|h| h.metadata.name).collect())
 }

@@ -9,7 +9,7 @@ use super::body::OptionalJsonBody;
 use super::error::ApiError;
 use super::objects::{find_role, role_view};
 use super::AppState;
-use crate::store::{Actor, Store};
+use crate::store::{Actor, SpecStore};
 
 pub async fn revisions(
     State(state): State<AppState>,
@@ -127,7 +127,7 @@ impl ControlChange {
 /// Reads, changes and writes a role's control switches, then records an event naming the actor.
 /// Not a compare-and-swap: two restarts at the same instant may count as one.
 async fn change_control(
-    store: &dyn Store,
+    store: &dyn SpecStore,
     name: &str,
     actor: &Actor,
     change: ControlChange,

@@ -10,7 +10,6 @@ use ballast_specs::wire::{
     ApplyOutcome, ApplyRequest, ApplyResponse, ErrorBody, Event, List, RoleRevision, RoleView, UnitStatus,
 };
 use ballast_specs::{parse_documents, Host, Object, Role, RoleControl};
-use futures::stream::BoxStream;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -18,7 +17,7 @@ use tower::ServiceExt;
 
 use super::{router, AppState, Auth};
 use crate::store::memory::MemoryStore;
-use crate::store::{Actor, Changed, Snapshot, Store, StoreError};
+use crate::store::{Actor, Snapshot, SpecStore, StatusStore, StoreError};
 
 const TOKENS: &str = "alice write alice-write-token\nci read ci-read-token-1\n";
 
@@ -371,7 +370,7 @@ async fn tokens_decide_who_may_read_and_write() {
 struct DownStore;
 
 #[async_trait]
-impl Store for DownStore {
+impl SpecStore for DownStore {
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         Err(down())
     }
@@ -407,25 +406,16 @@ impl Store for DownStore {
     async fn put_control(&self, _: &str, _: &RoleControl) -> Result<(), StoreError> {
         Err(down())
     }
-    async fn put_status(&self, _: &UnitStatus) -> Result<(), StoreError> {
-        Err(down())
-    }
-    async fn delete_status(&self, _: &str, _: &str) -> Result<(), StoreError> {
-        Err(down())
-    }
     async fn list_status(&self) -> Result<Vec<UnitStatus>, StoreError> {
-        Err(down())
-    }
-    async fn add_event(&self, _: &Event) -> Result<(), StoreError> {
         Err(down())
     }
     async fn list_events(&self) -> Result<Vec<Event>, StoreError> {
         Err(down())
     }
-    async fn cluster_key(&self) -> Result<Vec<u8>, StoreError> {
+    async fn add_event(&self, _: &Event) -> Result<(), StoreError> {
         Err(down())
     }
-    async fn watch(&self, _: i64) -> Result<BoxStream<'static, Changed>, StoreError> {
+    async fn cluster_key(&self) -> Result<Vec<u8>, StoreError> {
         Err(down())
     }
 }

@@ -10,7 +10,7 @@ use base64::Engine;
 use tokio::time::Instant;
 
 use super::cache::{with_retries, Failure, Slots};
-use super::client::sdk_failure;
+use super::sdk_error::sdk_failure;
 use super::{AwsError, RegistryCredentials};
 use crate::hosts::RegistryAuth;
 

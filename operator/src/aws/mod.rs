@@ -6,6 +6,7 @@
 mod cache;
 mod client;
 mod ecr;
+mod sdk_error;
 mod secrets;
 
 use std::fmt;

@@ -11,7 +11,7 @@ use sha2::Sha256;
 use tokio::time::Instant;
 
 use super::cache::{with_retries, Failure, Slots};
-use super::client::sdk_failure;
+use super::sdk_error::sdk_failure;
 use super::{AwsError, ResolvedSecrets, SecretSource};
 
 /// How long a secret read from AWS is used before it is read again (`ballastd --secrets-refresh`).

@@ -17,10 +17,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::kv::{Compare, Kv, Lease, Op};
+use super::layout::LEADER_KEY;
 use super::{Changed, StoreError};
-
-/// The key of the current leader: its value is the leader's identity; it lives as long as the leader's lease.
-pub const LEADER_KEY: &str = "/ballast/v1/leader";
 
 /// The wait before a renewal that failed is tried again (never past the point of stepping down).
 const RENEW_RETRY: Duration = Duration::from_millis(200);
@@ -223,9 +221,9 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::store::kv::{Entry, KvStore, Listing};
+    use crate::store::kv::{Entry, Listing};
     use crate::store::memory::{MemoryKv, MemoryStore};
-    use crate::store::{Election, Store};
+    use crate::store::{Election, SpecStore};
 
     const TTL: Duration = Duration::from_secs(3);
 
@@ -405,7 +403,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fenced_view_shares_the_store() {
-        let store = KvStore::with_kv(MemoryKv::new());
+        let store = MemoryStore::new();
         let a = store.campaign("a", TTL).await.unwrap();
         let fenced = store.fenced(&a);
         fenced.put_status(&status()).await.unwrap();

@@ -18,10 +18,12 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::kv::{Compare, Entry, Kv, KvStore, Lease, Listing, Op, EVENT_TTL};
+use super::kv::{Compare, Entry, Kv, Lease, Listing, Op};
+use super::kv_store::KvStore;
+use super::layout::EVENT_TTL;
 use super::{Changed, StoreError};
 
-/// The [`Store`](super::Store) on etcd.
+/// The store on etcd: [`SpecStore`](super::SpecStore) and [`StatusStore`](super::StatusStore).
 pub type EtcdStore = KvStore<EtcdKv>;
 
 /// Time to open a connection to an endpoint.

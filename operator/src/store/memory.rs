@@ -15,10 +15,12 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::kv::{Compare, Entry, Kv, KvStore, Lease, Listing, Op, EVENT_TTL};
+use super::kv::{Compare, Entry, Kv, Lease, Listing, Op};
+use super::kv_store::KvStore;
+use super::layout::EVENT_TTL;
 use super::{Changed, StoreError};
 
-/// The in-memory [`Store`](super::Store).
+/// The store in memory: [`SpecStore`](super::SpecStore) and [`StatusStore`](super::StatusStore).
 pub type MemoryStore = KvStore<MemoryKv>;
 
 /// How many changed keys the watch log remembers; a watch that falls further behind starts over.
@@ -389,7 +391,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::store::Store;
+    use crate::store::SpecStore;
 
     fn event(reason: &str) -> Event {
         Event {

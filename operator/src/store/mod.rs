@@ -1,12 +1,19 @@
-//! The desired-state store: specs, history, control switches, status and events, behind one narrow trait.
+//! The desired-state store: specs, history, control switches, status and events, behind two narrow traits.
 //!
-//! `etcd` holds the real implementation; `memory` an in-process fake for fast tests; `election` the leader
-//! election on a lease and the fence that makes a deposed leader's writes fail.
+//! Each user holds only what it may do: the API a [`SpecStore`] (specs read and written, status and events
+//! read, events added), the reconciler a [`StatusStore`] (specs read and watched, status and events written),
+//! fenced on its leadership by [`Election::fenced`], so a deposed leader's writes fail. `KvStore` implements
+//! both (and `Election`) once, over the small key-value trait `Kv`, whose key layout is in `layout`;
+//! `etcd` puts it on etcd ([`EtcdStore`](etcd::EtcdStore)), `memory` in process for fast tests
+//! ([`MemoryStore`](memory::MemoryStore)); `election` is the leader election on a lease.
 //! No etcd-client type crosses this module's boundary.
 
+mod apply;
 mod election;
 pub mod etcd;
 mod kv;
+mod kv_store;
+mod layout;
 pub mod memory;
 
 use std::sync::Arc;
@@ -17,10 +24,8 @@ use ballast_specs::wire::{ApplyResult, Event, RoleRevision, UnitStatus};
 use ballast_specs::{Host, Object, Problem, Role, RoleControl};
 use futures::stream::BoxStream;
 
-pub use election::{Leadership, LEADER_KEY};
-// TEMPORARY until the store traits are split: both names stand for the whole store.
-pub use Store as SpecStore;
-pub use Store as StatusStore;
+pub use election::Leadership;
+pub use layout::LEADER_KEY;
 
 /// How many revisions of each role's spec are kept.
 pub const HISTORY_LIMIT: usize = 20;
@@ -84,9 +89,10 @@ impl StoreError {
     }
 }
 
-/// The store of desired state, observed status and events.
+/// The store as the API uses it: desired state (specs, history, control switches) read and written, status
+/// and events read, events of people's actions added. Its writes are never fenced: any `ballastd` serves them.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SpecStore: Send + Sync + 'static {
     /// All hosts, roles and controls at one revision.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
@@ -108,7 +114,7 @@ pub trait Store: Send + Sync + 'static {
     /// (compare-and-swap); else `Conflict`. Returns the stored role.
     async fn update_role(&self, role: Role, actor: &Actor) -> Result<Role, StoreError>;
 
-    /// Deletes a role (its control switches and history go with it). Missing: `NotFound`.
+    /// Deletes a role (its control switches, history and status go with it). Missing: `NotFound`.
     async fn delete_role(&self, name: &str, actor: &Actor) -> Result<(), StoreError>;
 
     /// Deletes a host. A host still named by a role: `Conflict` naming those roles.
@@ -121,21 +127,34 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the control switches of an existing role (`NotFound` otherwise). Never bumps `generation`.
     async fn put_control(&self, role: &str, control: &RoleControl) -> Result<(), StoreError>;
 
-    async fn put_status(&self, status: &UnitStatus) -> Result<(), StoreError>;
-    async fn delete_status(&self, role: &str, host: &str) -> Result<(), StoreError>;
     async fn list_status(&self) -> Result<Vec<UnitStatus>, StoreError>;
 
-    /// Appends an event; events expire after a while (a TTL).
-    async fn add_event(&self, event: &Event) -> Result<(), StoreError>;
     /// Stored events, oldest first.
     async fn list_events(&self) -> Result<Vec<Event>, StoreError>;
+    /// Appends an event; events expire after a while (a TTL).
+    async fn add_event(&self, event: &Event) -> Result<(), StoreError>;
 
     /// The cluster's key for HMACs of secret values: random, made on first use, the same for every operator.
     async fn cluster_key(&self) -> Result<Vec<u8>, StoreError>;
+}
+
+/// The store as the reconciler uses it: the desired state read and watched, each unit's status and the
+/// events written. The leader's view is fenced ([`Election::fenced`]).
+#[async_trait]
+pub trait StatusStore: Send + Sync + 'static {
+    /// All hosts, roles and controls at one revision.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
     /// Changes to hosts, roles and controls after `from_revision`. The stream starts over by itself when the
     /// watch breaks or is compacted (yielding a `Changed` so the caller relists); it ends only when dropped.
     async fn watch(&self, from_revision: i64) -> Result<BoxStream<'static, Changed>, StoreError>;
+
+    async fn list_status(&self) -> Result<Vec<UnitStatus>, StoreError>;
+    async fn put_status(&self, status: &UnitStatus) -> Result<(), StoreError>;
+    async fn delete_status(&self, role: &str, host: &str) -> Result<(), StoreError>;
+
+    /// Appends an event; events expire after a while (a TTL).
+    async fn add_event(&self, event: &Event) -> Result<(), StoreError>;
 }
 
 /// Leader election among the operators that share a store, and writes fenced on the outcome.
@@ -145,7 +164,8 @@ pub trait Election: Send + Sync + 'static {
     /// of `ttl` that a task of the returned [`Leadership`] keeps alive. Fails only when the store fails.
     async fn campaign(&self, identity: &str, ttl: Duration) -> Result<Leadership, StoreError>;
 
-    /// This store, with its status and event writes fenced on `leadership`: each write also requires the
-    /// leader key to be the one `leadership` created, else it fails with `NotLeader` and writes nothing.
-    fn fenced(&self, leadership: &Leadership) -> Arc<dyn Store>;
+    /// The reconciler's view of this store, with its status and event writes fenced on `leadership`: each
+    /// write also requires the leader key to be the one `leadership` created, else it fails with `NotLeader`
+    /// and writes nothing.
+    fn fenced(&self, leadership: &Leadership) -> Arc<dyn StatusStore>;
 }

@@ -22,7 +22,7 @@ use crate::hosts::fake::{FakeConnector, FakeHost};
 use crate::hosts::{self, ContainerConfig, DockerHost, HostPool};
 use crate::labels;
 use crate::store::memory::MemoryStore;
-use crate::store::{Actor, Store};
+use crate::store::{Actor, SpecStore};
 
 const IMAGE: &str = "app:v1";
 const TOKENS: &str = "alice write alice-write-token\nci read ci-read-token-1\n";
