@@ -9,12 +9,13 @@
 #   e2e/rig/ctl.sh DIR trust <i>              write host i's current key into known_hosts again
 #   e2e/rig/ctl.sh DIR dockerd <i> stop|start stop (by PID) or start host i's dockerd
 #   e2e/rig/ctl.sh DIR sshd <i> stop|start    stop (by PID) or start host i's sshd
+#   e2e/rig/ctl.sh DIR sshconns <i>           host i's established connections to its sshd, as `ss` in its namespace shows them
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
-[ $# -ge 3 ] || rig_die "usage: ctl.sh DIR docker|ssh|curl|link|rekey|trust|dockerd|sshd <i> ..."
+[ $# -ge 3 ] || rig_die "usage: ctl.sh DIR docker|ssh|curl|link|rekey|trust|dockerd|sshd|sshconns <i> ..."
 dir=${1%/} cmd=$2 i=$3
 shift 3
 rig_check_dir "$dir"
@@ -28,6 +29,11 @@ case $cmd in
     ;;
   ssh)
     rig_ssh "$dir" "$i" "$@"
+    ;;
+  sshconns)
+    # One line a connection: local address:port (the host's sshd), then the peer's.
+    nsenter --net="/var/run/netns/$(rig_netns "$i")" ss -Htn state established '( sport = :22 )' |
+      awk '{print $3, $4}'
     ;;
   curl)
     [ $# -eq 2 ] || rig_die "usage: ctl.sh DIR curl <i> PORT PATH"
