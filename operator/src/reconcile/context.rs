@@ -13,7 +13,6 @@ use super::memory::Memory;
 use super::status::{self, Outcome};
 use super::{Config, ReconcileError, Unit};
 use crate::aws::{RegistryCredentials, ResolvedSecrets, SecretSource};
-use crate::desired;
 use crate::hosts::{Container, HostPool};
 use crate::labels;
 use crate::metrics::Metrics;
@@ -121,9 +120,7 @@ impl Context {
         control: &RoleControl,
         secrets: Option<&ResolvedSecrets>,
     ) -> plan::Desired {
-        let statuses = self.memory.statuses();
-        let converged = statuses.get(unit).map(|s| s.observed_generation).unwrap_or(0);
-        desired::desired(role, &unit.host, control, secrets, &statuses.failed_rollouts(&unit.role), converged)
+        self.memory.statuses().desired(role, unit, control, secrets)
     }
 
     /// What a rollout needs of the reconciler.

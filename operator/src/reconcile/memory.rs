@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Unit;
+use crate::aws::ResolvedSecrets;
 use crate::desired;
+use crate::plan;
 
 /// The reconciler's memory; every part behind its own lock, held only for a lookup or an update.
 #[derive(Default)]
@@ -142,9 +144,19 @@ impl Statuses {
             .filter_map(move |host| self.by_unit.get(&Unit { role: role.to_string(), host: host.clone() }))
     }
 
-    /// The role's failed rollouts (on any host), for the planner's halt check.
-    pub fn failed_rollouts(&self, role: &str) -> Vec<FailedRollout> {
-        self.failures(role).filter_map(|s| s.failed.clone()).collect()
+    /// What the planner compares for `unit` of `role`: the spec, plus what these statuses say (the role's failed
+    /// rollouts, for the halt check, and the generation the unit last converged at).
+    pub fn desired(
+        &self,
+        role: &Role,
+        unit: &Unit,
+        control: &RoleControl,
+        secrets: Option<&ResolvedSecrets>,
+    ) -> plan::Desired {
+        let converged = self.get(unit).map(|s| s.observed_generation).unwrap_or(0);
+        let failures: Vec<FailedRollout> =
+            self.failures(&unit.role).filter_map(|s| s.failed.clone()).collect();
+        desired::desired(role, &unit.host, control, secrets, &failures, converged)
     }
 
     /// The status of the unit whose failed rollout halts the role at `hash`, if any: for the halt message.

@@ -10,7 +10,6 @@ use super::host_pass::{containers_of, control_of, desired_role, units_on_host};
 use super::memory::Statuses;
 use super::Unit;
 use crate::aws::SecretSource;
-use crate::desired;
 use crate::hosts::{Container, HostPool};
 use crate::plan::{self, Plan};
 use crate::store::{Snapshot, SpecStore, StoreError};
@@ -94,9 +93,7 @@ impl Preview {
             ),
             None => None,
         };
-        let converged = statuses.get(unit).map(|s| s.observed_generation).unwrap_or(0);
-        let failures = statuses.failed_rollouts(&unit.role);
-        let desired = desired::desired(role, &unit.host, &control, secrets.as_ref(), &failures, converged);
+        let desired = statuses.desired(role, unit, &control, secrets.as_ref());
         Ok(plan::plan(Some(&desired), &observed))
     }
 }
