@@ -160,8 +160,10 @@ async fn run(config: LoadConfig, mut stopped: watch::Receiver<bool>) -> LoadRepo
                     *report.ok.entry(body).or_default() += 1;
                     report.latencies.push(began.elapsed());
                 }
-                Ok(Ok((status, _))) => report.failures.push(Failure { sent: at, what: format!("status: {status}") }),
-                Ok(Err(e)) => report.failures.push(Failure { sent: at, what: format!("{e}") }),
+                Ok(Ok((status, _))) => {
+                    report.failures.push(Failure { sent: at, what: format!("status: {status}") })
+                }
+                Ok(Err(e)) => report.failures.push(Failure { sent: at, what: e }),
                 Err(_) => report.failures.push(Failure { sent: at, what: format!("timeout: {timeout:?}") }),
             }
         }));
@@ -187,7 +189,8 @@ async fn get(addr: SocketAddr, request: &str) -> std::result::Result<(u16, Strin
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.map_err(|e| format!("io: {e}"))?;
     let text = String::from_utf8_lossy(&answer);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("parse: no header end in {text:?}"))?;
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| format!("parse: no header end in {text:?}"))?;
     let status = head
         .split_whitespace()
         .nth(1)
