@@ -104,6 +104,7 @@ impl LoadReport {
 /// A running load; [`Load::stop`] ends it and waits for the requests in flight.
 pub struct Load {
     stop: watch::Sender<bool>,
+    report: Arc<Mutex<LoadReport>>,
     task: JoinHandle<LoadReport>,
 }
 
@@ -113,8 +114,14 @@ impl Load {
         ensure!(config.rate > 0 && config.rate <= MAX_RATE, "rate must be 1..={MAX_RATE}: {}", config.rate);
         ensure!(config.duration <= MAX_DURATION, "a load runs at most {MAX_DURATION:?}");
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(config, stopped));
-        Ok(Load { stop, task })
+        let report = Arc::new(Mutex::new(LoadReport::default()));
+        let task = tokio::spawn(run(config, report.clone(), stopped));
+        Ok(Load { stop, report, task })
+    }
+
+    /// Whether a 200 with this body has come back yet.
+    pub fn seen(&self, body: &str) -> bool {
+        self.report.lock().unwrap_or_else(|e| e.into_inner()).ok.contains_key(body)
     }
 
     /// Stops sending, waits for every request in flight, and returns the report.
@@ -124,8 +131,7 @@ impl Load {
     }
 }
 
-async fn run(config: LoadConfig, mut stopped: watch::Receiver<bool>) -> LoadReport {
-    let report = Arc::new(Mutex::new(LoadReport::default()));
+async fn run(config: LoadConfig, report: Arc<Mutex<LoadReport>>, mut stopped: watch::Receiver<bool>) -> LoadReport {
     let period = Duration::from_secs(1) / config.rate;
     let request = Arc::new(format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ballast-e2e-load\r\n\r\n",
