@@ -131,7 +131,11 @@ impl Load {
     }
 }
 
-async fn run(config: LoadConfig, report: Arc<Mutex<LoadReport>>, mut stopped: watch::Receiver<bool>) -> LoadReport {
+async fn run(
+    config: LoadConfig,
+    report: Arc<Mutex<LoadReport>>,
+    mut stopped: watch::Receiver<bool>,
+) -> LoadReport {
     let period = Duration::from_secs(1) / config.rate;
     let request = Arc::new(format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ballast-e2e-load\r\n\r\n",

@@ -87,7 +87,12 @@ async fn with_ballast(bench: &mut Bench, docker: &bollard::Docker, stage: &Stage
     stage.converge(Some(ROLE)).await?;
     let (failed, total) = changes(bench, stage, proxied, n).await?;
     let r = &mut bench.results;
-    r.add("downtime.proxy", "ballast with its proxy: failed requests during an image change", "requests", failed);
+    r.add(
+        "downtime.proxy",
+        "ballast with its proxy: failed requests during an image change",
+        "requests",
+        failed,
+    );
     r.add("downtime.proxy.time", "ballast with its proxy: `ballast set image` → converged", "ms", total);
     log("downtime: ballast with its proxy measured");
 
@@ -123,7 +128,12 @@ async fn with_ballast(bench: &mut Bench, docker: &bollard::Docker, stage: &Stage
     let published = bench.up_addr(HOST)?;
     let (failed, total) = changes(bench, stage, published, n).await?;
     let r = &mut bench.results;
-    r.add("downtime.stopfirst", "ballast stop-first: failed requests during an image change", "requests", failed);
+    r.add(
+        "downtime.stopfirst",
+        "ballast stop-first: failed requests during an image change",
+        "requests",
+        failed,
+    );
     r.add("downtime.stopfirst.time", "ballast stop-first: `ballast set image` → converged", "ms", total);
     log("downtime: ballast stop-first measured");
     Ok(())

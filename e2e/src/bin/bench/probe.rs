@@ -35,7 +35,11 @@ fn get_up(addr: SocketAddr) -> Result<()> {
 }
 
 /// Runs the probes in the network namespace `netns`: `n` latencies of each address, in order.
-pub async fn latencies<const N: usize>(netns: &str, addrs: [SocketAddr; N], n: usize) -> Result<[Vec<Duration>; N]> {
+pub async fn latencies<const N: usize>(
+    netns: &str,
+    addrs: [SocketAddr; N],
+    n: usize,
+) -> Result<[Vec<Duration>; N]> {
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     let me = std::env::current_exe().context("the bench's own path")?;
     let mut command = tokio::process::Command::new("nsenter");
@@ -49,7 +53,8 @@ pub async fn latencies<const N: usize>(netns: &str, addrs: [SocketAddr; N], n: u
         .arg("--out")
         .arg("/dev/null");
     let text = output(&mut command).await?;
-    let lists: Vec<Vec<u64>> = serde_json::from_str(text.trim()).with_context(|| format!("probe output {text:?}"))?;
+    let lists: Vec<Vec<u64>> =
+        serde_json::from_str(text.trim()).with_context(|| format!("probe output {text:?}"))?;
     let lists: Vec<Vec<Duration>> =
         lists.into_iter().map(|l| l.into_iter().map(Duration::from_micros).collect()).collect();
     match <[Vec<Duration>; N]>::try_from(lists) {

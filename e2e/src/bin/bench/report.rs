@@ -442,7 +442,8 @@ fn figures(out: &mut String, r: &Results, hosts: usize) {
         "\n### 1,000 simulated hosts\n\nMeasured by another command, on in-memory hosts rather than rig hosts \
          (`cargo run --release -p ballast-operator --example simulate -- --hosts 1000`): its figures are in the \
          analysis below (\"Row 6: 1,000 simulated hosts\")."
-    );    downtime(out, r);
+    );
+    downtime(out, r);
 }
 
 /// Row 7: failed requests during an image change under load, tool by tool; the proxy's latency.

@@ -177,7 +177,6 @@ async fn measure(bench: &mut Bench, docker: &bollard::Docker) -> Result<()> {
     settled(docker).await?;
     let addr = bench.up_addr(HOST)?;
     let mut failed = Vec::new();
-    let mut tag = tag;
     for _ in 0..n.min(5) {
         tag = if tag == "v2" { "v1" } else { "v2" };
         let load = Load::start(LoadConfig { rate: downtime::RATE, ..LoadConfig::new(addr) })?;
