@@ -1,4 +1,5 @@
-//! ballast's spec and API wire types: YAML parsing, validation, quantities and JSON Schema. Pure: no I/O.
+//! ballast's spec and API wire types: YAML parsing, validation, quantities, label selectors and JSON Schema.
+//! Pure: no I/O.
 
 pub mod model;
 pub mod parse;
@@ -7,6 +8,7 @@ pub mod problem;
 pub mod quantity;
 pub mod rollout;
 pub mod schema;
+pub mod selector;
 pub mod validate;
 pub mod wire;
 
@@ -20,4 +22,5 @@ pub use problem::Problem;
 pub use quantity::{format_bytes, Cpus, Duration, Memory};
 pub use rollout::MaxUnavailable;
 pub use schema::json_schema;
+pub use selector::Selector;
 pub use validate::{check_env_name, check_image, check_name, validate_object, validate_set};

@@ -247,7 +247,8 @@ fn check_header(problems: &mut Vec<Problem>, api_version: &str, metadata: &Metad
     }
 }
 
-fn check_label_key(key: &str) -> Result<(), String> {
+/// Checks a label key (of `metadata.labels`, or of a selector).
+pub(crate) fn check_label_key(key: &str) -> Result<(), String> {
     let bytes = key.as_bytes();
     let valid = !bytes.is_empty()
         && bytes.len() <= 253

@@ -391,6 +391,14 @@ impl SpecStore for DownStore {
     async fn update_role(&self, _: Role, _: &Actor) -> Result<Role, StoreError> {
         Err(down())
     }
+    async fn set_image(
+        &self,
+        _: &ballast_specs::Selector,
+        _: &str,
+        _: &Actor,
+    ) -> Result<Vec<ballast_specs::wire::ApplyResult>, StoreError> {
+        Err(down())
+    }
     async fn delete_role(&self, _: &str, _: &Actor) -> Result<(), StoreError> {
         Err(down())
     }
