@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ballast_specs::{Cpus, Duration, Memory};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::error::CliError;
 use crate::render::Output;
@@ -122,8 +122,18 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum SetCommand {
-    /// Set a role's image.
-    Image { role: String, image: String },
+    /// Set a role's image (`ROLE IMAGE`), or with --selector the image of every role whose labels match
+    /// (`--selector app=datalake IMAGE`), in one transaction: all of them or none.
+    Image {
+        /// ROLE IMAGE; with --selector, IMAGE only.
+        #[arg(value_name = "ROLE IMAGE", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+        /// Label selector, key=value[,key=value]: every role whose labels match.
+        #[arg(short = 'l', long, value_name = "SELECTOR")]
+        selector: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Set a role's CPU and memory limits (applied in place, without restart).
     #[command(group = clap::ArgGroup::new("limits").required(true).multiple(true).args(["cpus", "memory"]))]
     Resources {
@@ -156,7 +166,17 @@ enum RolloutCommand {
 
 #[derive(Debug, Args)]
 struct StatusArgs {
+    #[arg(conflicts_with = "selector")]
     role: Option<String>,
+    /// Only the roles whose labels match: key=value[,key=value].
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    selector: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+struct WaitArgs {
     /// Wait until every unit is Converged at its role's generation (exit 0), a unit Failed (exit 1),
     /// or --timeout passed (exit 2).
     #[arg(long)]
@@ -164,6 +184,13 @@ struct StatusArgs {
     /// How long --wait waits.
     #[arg(long, default_value = "10m", value_parser = Duration::parse, value_name = "DUR")]
     timeout: Duration,
+}
+
+impl WaitArgs {
+    /// The timeout, when waiting.
+    fn timeout(&self) -> Option<&Duration> {
+        self.wait.then_some(&self.timeout)
+    }
 }
 
 /// `roles` or `hosts` (singular accepted).
@@ -177,6 +204,18 @@ enum KindArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Set(SetCommand::Image { args, selector, .. }) = &cli.command {
+        let message = match (selector, args.len()) {
+            (Some(_), 2) => {
+                Some("with --selector, give IMAGE only: the roles are those the selector matches")
+            }
+            (None, 1) => Some("give ROLE IMAGE, or --selector SELECTOR IMAGE"),
+            _ => None,
+        };
+        if let Some(message) = message {
+            Cli::command().error(clap::error::ErrorKind::WrongNumberOfValues, message).exit();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

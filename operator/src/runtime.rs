@@ -311,6 +311,7 @@ impl Loop {
                 let names: Vec<&str> = snapshot.hosts.iter().map(|h| h.metadata.name.as_str()).collect();
                 self.ctx.hosts.retain(&names);
                 self.ctx.metrics().retain_hosts(&names);
+                self.ctx.note_specs(&snapshot);
                 self.snapshot = Arc::new(snapshot);
                 true
             }

@@ -102,6 +102,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let guarded = Router::new()
         .route("/api/v1/apply", post(objects::apply))
+        .route("/api/v1/set-image", post(objects::set_image))
         .route("/api/v1/hosts", get(objects::list_hosts))
         .route("/api/v1/hosts/{name}", get(objects::get_host).delete(objects::delete_host))
         .route("/api/v1/roles", get(objects::list_roles))
