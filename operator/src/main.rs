@@ -1,8 +1,9 @@
 //! `ballastd`: the operator binary. Flags, logging, the store (a given etcd cluster or an embedded one), the HTTP API.
 //!
 //! Readiness: once the API listens, `ballastd` logs `listening` with the bound address and, with `--ready-file PATH`,
-//! writes the API's base URL (`http://ADDR`, one line) to PATH atomically (write, then rename). Scripts and tests
-//! start it with `--listen 127.0.0.1:0 --ready-file F` and wait for F to appear.
+//! writes the API's base URL (`http://ADDR`, or `https://ADDR` with TLS; on 0.0.0.0 or `::` the loopback address)
+//! to PATH atomically (write, then rename). Scripts and tests start it with `--listen 127.0.0.1:0 --ready-file F`
+//! and wait for F to appear.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when it cannot run (etcd unusable, port taken),
 //! 2 for a configuration it refuses (bad flags, bad token file or TLS files, a non-loopback listen address
@@ -14,7 +15,7 @@
 
 use std::future::Future;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -238,7 +239,7 @@ async fn serve(
         TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr().context("cannot read the bound address")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let base_url = format!("{scheme}://{address}");
+    let base_url = format!("{scheme}://{}", reachable(address));
     let stop = CancellationToken::new();
     let mut metrics_registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut metrics_registry));
@@ -336,6 +337,16 @@ async fn connect(endpoints: &[String]) -> anyhow::Result<Arc<EtcdStore>> {
         Ok(Ok(_)) => Ok(Arc::new(store)),
         Ok(Err(err)) => Err(anyhow!(err).context(format!("cannot use etcd at {shown}"))),
         Err(_) => Err(anyhow!("cannot use etcd at {shown}: no answer within {}s", STARTUP_CHECK.as_secs())),
+    }
+}
+
+/// The address clients on this machine reach the API at: the bound one, or for an unspecified one (0.0.0.0,
+/// ::) the loopback address of its family.
+fn reachable(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port()),
+        _ => bound,
     }
 }
 

@@ -1,7 +1,7 @@
 //! What keeps a web browser from driving the API: cross-site requests, DNS rebinding and form posts are refused.
 //!
 //! ballastd serves no web page, and its clients (the CLI, scripts, curl) never send `Origin` or fetch metadata;
-//! browsers do. So, on every API route ([`refuse_browsers`]; `GET /up` is left out: it reads and changes nothing):
+//! browsers do. So, on every request ([`refuse_browsers`]; but `/up`, which reads and changes nothing):
 //! - the `Host` (and the authority of an absolute request target) must name this API, else 421: the connection's
 //!   local address, `localhost`/`127.0.0.1`/`[::1]` on a loopback connection, or an `--api-name`, each with the
 //!   port ballastd listens on. A DNS-rebinding page reaches the API under its own name and is refused. A request
@@ -174,6 +174,9 @@ pub fn check(
 
 /// Middleware: refuses what [`check`] refuses, with a log line saying why.
 pub async fn refuse_browsers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/up" {
+        return next.run(request).await;
+    }
     let connection = request.extensions().get::<Connection>().copied();
     let local = connection.map(|c| c.local);
     let Err(refusal) = check(&state.names, request.method(), request.uri(), request.headers(), local) else {

@@ -4,9 +4,9 @@
 //! connection cap, the header timeout). Routes, bodies and status codes are listed in docs/reference.md
 //! ("HTTP API"); every error answer is an `ErrorBody`.
 //!
-//! On every API route, in this order: the browser checks (`browser`: Host, Origin, fetch metadata, content
-//! type), the token (`auth`), the request timeout (`limits`), and for `/plan`, logs and exec the cap on heavy
-//! requests. `GET /up` has none of them.
+//! In this order: the browser checks (`browser`: Host, Origin, fetch metadata, content type) on every request
+//! (unknown routes included), then on every route the token (`auth`), the request timeout (`limits`), and for
+//! `/plan`, logs and exec the cap on heavy requests. `GET /up` has none of them.
 
 pub mod auth;
 mod body;
@@ -156,15 +156,15 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(middleware::from_fn_with_state(state.clone(), limits::exec_deadline)),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_write_token));
-    let api = guarded
-        .merge(sensitive)
-        .route_layer(middleware::from_fn_with_state(state.clone(), browser::refuse_browsers));
     Router::new()
         .route("/up", get(up))
-        .merge(api)
+        .merge(guarded)
+        .merge(sensitive)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Around everything, unknown routes and methods included (a CORS preflight's OPTIONS); not `/up`.
+        .layer(middleware::from_fn_with_state(state.clone(), browser::refuse_browsers))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

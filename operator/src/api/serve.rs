@@ -3,7 +3,8 @@
 //! timeout) nor a cap, and no TLS.
 //!
 //! - Each accepted connection holds one of `max_connections` places for its lifetime. Past the cap, a plain
-//!   connection gets `503 busy` and is closed; a TLS one is closed at once (no handshake is spent on it).
+//!   connection gets `503 busy` to its first request and is closed; a TLS one is closed at once (no handshake
+//!   is spent on it).
 //!   Accepting goes on meanwhile, so the listen backlog never fills with connections nobody reads.
 //! - The TLS handshake, and the head of every request (the first one, and each one after an idle keep-alive),
 //!   must arrive within `header_timeout`, or the connection is closed: a client that connects and sends half a
@@ -24,7 +25,7 @@ use ballast_specs::wire::{ApiError as WireError, ErrorBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -51,7 +52,7 @@ pub struct Connection {
 
 /// How many refused connections may be answered at once; past it they are closed without an answer.
 const REFUSALS: usize = 64;
-/// How long a refused connection may take to read its answer.
+/// How long a refused connection may take to send its request's head, and then to read its answer.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// How long to wait after accepting failed (out of file descriptors) before trying again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -143,8 +144,9 @@ where
     }
 }
 
-/// Answers a connection past the cap with `503 busy` and closes it, within [`REFUSAL_TIME`].
-async fn refuse(mut stream: TcpStream, max: usize) {
+/// Answers a connection past the cap with `503 busy` (once its request's head has come, within
+/// [`REFUSAL_TIME`]) and closes it.
+async fn refuse(stream: TcpStream, max: usize) {
     let body = ErrorBody {
         error: WireError {
             code: "busy".to_string(),
@@ -154,20 +156,19 @@ async fn refuse(mut stream: TcpStream, max: usize) {
             problems: Vec::new(),
         },
     };
-    let body = serde_json::to_string(&body).unwrap_or_default();
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(REFUSAL_TIME, async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await?;
-        // Read what the client sent until it closes, so that closing does not reset the answer away.
-        let mut sink = tokio::io::sink();
-        tokio::io::copy(&mut tokio::io::AsyncReadExt::take(&mut stream, 64 * 1024), &mut sink).await
-    })
-    .await;
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+        let answer = axum::http::Response::builder()
+            .status(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .header(axum::http::header::RETRY_AFTER, "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())));
+        std::future::ready(answer)
+    });
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(REFUSAL_TIME).keep_alive(false);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_TIME * 2, served).await;
 }
 
 /// Counts an event that is logged at most once every [`LOG_EVERY`].
