@@ -111,6 +111,11 @@ impl Flood {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// How many connections the server has closed so far.
+    fn closed(&self) -> usize {
+        self.held.lock().expect("lock").len()
+    }
+
     async fn stop(self) -> Vec<Duration> {
         self.stop.cancel();
         for task in self.tasks {
@@ -167,9 +172,18 @@ async fn a_thousand_half_open_connections_block_neither_the_api_nor_a_rollout() 
     // A rollout (a new env: the container is replaced) finishes while the flood is kept up.
     let rollout = apply_and_wait(&ballastd, dir.path(), &specs(&host, 2)).expect("rollout under the flood");
     assert!(flood.open() >= FLOOD * 9 / 10, "the flood thinned out: {} open", flood.open());
+    // ballastd closes each after the header timeout; the flood opens it again.
+    wait::until(HEADER_TIMEOUT * 4, "ballastd to close the first thousand half-open connections", || async {
+        (flood.closed() >= FLOOD).then_some(())
+    })
+    .await
+    .expect("closed");
+    let (answer, churning) = up(at).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
     let held = flood.stop().await;
     eprintln!(
-        "rollout under the flood: {rollout:?}; {} half-open connections were closed by ballastd",
+        "rollout under the flood: {rollout:?}; GET /up while they are closed and opened again: {churning:?}; \
+         {} half-open connections were closed by ballastd",
         held.len()
     );
 
