@@ -29,7 +29,7 @@ exec exits with the command's own exit code once it ran.";
 #[derive(Debug, Parser)]
 #[command(name = "ballast", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// URL of ballastd's API.
+    /// URL of ballastd's API: http:// or https://.
     #[arg(long, env = "BALLAST_SERVER", default_value = "http://127.0.0.1:7373", global = true)]
     server: String,
     /// Bearer token (from ballastd's token file). Other users see it in `ps`: prefer --token-file.

@@ -68,8 +68,8 @@ struct Args {
     /// OpenSSH known_hosts file the hosts' keys are verified against.
     #[arg(long, value_name = "PATH")]
     known_hosts: Option<PathBuf>,
-    /// Token file: one `NAME write|read TOKEN` a line, `#` starts a comment. Without it no token is asked for,
-    /// and ballastd listens only on loopback addresses.
+    /// Token file: one `NAME write|read TOKEN` a line, `#` starts a comment. Without it no token is asked for;
+    /// without it or without TLS, ballastd listens only on loopback addresses (unless --insecure).
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
     /// Period of the full resync of every unit (e.g. 30s, 5m); at least 1s.
@@ -490,6 +490,33 @@ mod tests {
         assert!(help.contains("--lease-ttl <DUR>"), "{help}");
         assert!(help.contains("--drain-timeout <DUR>"), "{help}");
         assert!(help.contains("[default: 10s]"), "{help}");
+    }
+
+    #[test]
+    fn periods_are_at_least_a_second() {
+        assert!(parse_period("1s").is_ok());
+        assert_eq!(parse_period("0s").unwrap_err(), "0s is too short: at least 1s");
+        assert_eq!(parse_period("999ms").unwrap_err(), "999ms is too short: at least 1s");
+        let refused = Args::try_parse_from(["ballastd", "--resync", "0s"]).unwrap_err().to_string();
+        assert!(refused.contains("invalid value '0s' for '--resync <DUR>': 0s is too short"), "{refused}");
+    }
+
+    #[test]
+    fn the_api_is_exposed_only_with_tls_and_tokens() {
+        let args = |listen: &str, insecure: bool| {
+            let mut argv = vec!["ballastd", "--listen", listen];
+            if insecure {
+                argv.push("--insecure");
+            }
+            Args::try_parse_from(argv).expect("args")
+        };
+        assert!(check_exposure(&args("127.0.0.1:7373", false), false, false).is_ok());
+        assert!(check_exposure(&args("[::1]:7373", false), false, false).is_ok());
+        assert!(check_exposure(&args("0.0.0.0:7373", false), true, true).is_ok());
+        for (tls, tokens) in [(false, false), (true, false), (false, true)] {
+            assert!(check_exposure(&args("10.0.0.5:7373", false), tls, tokens).is_err(), "{tls} {tokens}");
+            assert!(check_exposure(&args("10.0.0.5:7373", true), tls, tokens).is_ok(), "{tls} {tokens}");
+        }
     }
 
     #[test]
