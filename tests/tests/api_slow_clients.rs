@@ -133,7 +133,9 @@ async fn up(address: &str) -> (Answer, Duration) {
     (answer, started.elapsed())
 }
 
-#[tokio::test]
+// Several threads, and the CLI run with `block_in_place`: the flood's tasks see ballastd close their connections
+// while the test waits for a command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_half_open_connections_block_neither_the_api_nor_a_rollout() {
     // This test's own connections need file descriptors too.
     ballast_operator::api::serve::raise_file_limit();
@@ -157,7 +159,7 @@ async fn a_thousand_half_open_connections_block_neither_the_api_nor_a_rollout() 
     let (answer, loaded) = up(at).await;
     assert_eq!((answer.status, answer.body.as_str()), (200, "ok"), "{answer:?}");
     let started = Instant::now();
-    let status = ballastd.ballast(&["status"]);
+    let status = tokio::task::block_in_place(|| ballastd.ballast(&["status"]));
     let status_took = started.elapsed();
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
     assert!(
@@ -170,7 +172,8 @@ async fn a_thousand_half_open_connections_block_neither_the_api_nor_a_rollout() 
     );
 
     // A rollout (a new env: the container is replaced) finishes while the flood is kept up.
-    let rollout = apply_and_wait(&ballastd, dir.path(), &specs(&host, 2)).expect("rollout under the flood");
+    let rollout = tokio::task::block_in_place(|| apply_and_wait(&ballastd, dir.path(), &specs(&host, 2)))
+        .expect("rollout under the flood");
     assert!(flood.open() >= FLOOD * 9 / 10, "the flood thinned out: {} open", flood.open());
     // ballastd closes each after the header timeout; the flood opens it again.
     wait::until(HEADER_TIMEOUT * 4, "ballastd to close the first thousand half-open connections", || async {
