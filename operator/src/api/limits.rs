@@ -38,10 +38,6 @@ impl Limits {
     pub fn new(request_timeout: Duration, max_heavy: usize) -> Limits {
         Limits { request_timeout, heavy: Arc::new(Semaphore::new(max_heavy)), max_heavy }
     }
-
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
 }
 
 impl Default for Limits {
@@ -90,10 +86,11 @@ pub async fn heavy(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 async fn within(limit: Duration, shown: Duration, request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(after = ?limit, "request timed out");
+            tracing::warn!(%method, %path, after = ?limit, "request timed out");
             ApiError::Timeout(format!(
                 "the request did not finish within {shown:?} (ballastd --request-timeout{}); a change it asked for \
                  may or may not have been made",
