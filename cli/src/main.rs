@@ -5,12 +5,13 @@ mod commands;
 mod error;
 mod files;
 mod render;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ballast_specs::{Cpus, Duration, Memory};
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::error::CliError;
 use crate::render::Output;
@@ -28,12 +29,19 @@ exec exits with the command's own exit code once it ran.";
 #[derive(Debug, Parser)]
 #[command(name = "ballast", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// URL of ballastd's API.
+    /// URL of ballastd's API: http:// or https://.
     #[arg(long, env = "BALLAST_SERVER", default_value = "http://127.0.0.1:7373", global = true)]
     server: String,
-    /// Bearer token (from ballastd's token file).
+    /// Bearer token (from ballastd's token file). Other users see it in `ps`: prefer --token-file.
     #[arg(long, env = "BALLAST_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// A file holding the bearer token alone; the command line's --token or --token-file wins over the
+    /// environment's.
+    #[arg(long, env = "BALLAST_TOKEN_FILE", value_name = "PATH", global = true)]
+    token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that an https:// server's certificate must chain to, instead of the system's roots.
+    #[arg(long, env = "BALLAST_CA", value_name = "PATH", global = true)]
+    ca: Option<PathBuf>,
     /// Output format: table for people; json and yaml print the API's wire types (a stable format).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -203,7 +211,8 @@ enum KindArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     if let Command::Set(SetCommand::Image { args, selector, .. }) = &cli.command {
         let message = match (selector, args.len()) {
             (Some(_), 2) => {
@@ -214,6 +223,13 @@ fn main() -> ExitCode {
         };
         if let Some(message) = message {
             Cli::command().error(clap::error::ErrorKind::WrongNumberOfValues, message).exit();
+        }
+    }
+    match token::choose(&cli, &matches) {
+        Ok(token) => cli.token = token,
+        Err(err) => {
+            report(&err);
+            return ExitCode::from(err.exit_code());
         }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

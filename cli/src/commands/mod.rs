@@ -24,7 +24,7 @@ pub struct Context {
 
 /// Runs the command; the exit code when it did not fail.
 pub async fn run(cli: Cli) -> Result<u8> {
-    let cx = Context { client: Client::new(&cli.server, cli.token)?, output: cli.output };
+    let cx = Context { client: Client::new(&cli.server, cli.token, cli.ca.as_deref())?, output: cli.output };
     match cli.command {
         Command::Apply { files, dry_run } => apply::apply(&cx, &files, dry_run).await?,
         Command::Diff { files } => return apply::diff(&cx, &files).await,
