@@ -8,6 +8,7 @@ use crate::aws::ResolvedSecrets;
 use crate::hosts::{ContainerConfig, PortBinding};
 use crate::labels::{self, RecreateInputs};
 use crate::plan::Desired;
+use crate::proxy;
 
 /// The recreate hash of a role's container (see [`labels::recreate_hash`]).
 pub fn hash(role: &Role, control: &RoleControl, secrets: Option<&ResolvedSecrets>) -> String {
@@ -20,6 +21,7 @@ pub fn hash(role: &Role, control: &RoleControl, secrets: Option<&ResolvedSecrets
         logging: spec.logging.as_ref().map(|l| (l.driver.as_str(), &l.options)),
         secrets_hmac: secrets.map(|s| s.hmac.as_str()).unwrap_or(""),
         restart: control.restart,
+        network: spec.proxy.as_ref().map(|_| proxy::NETWORK),
     })
 }
 
@@ -85,6 +87,7 @@ pub fn container_config(
         memory: spec.resources.memory.as_ref().map(|m| m.bytes() as i64).unwrap_or(0),
         ports: spec.ports.iter().filter_map(|p| port_binding(p)).collect(),
         logging: spec.logging.as_ref().map(|l| (l.driver.clone(), l.options.clone())),
+        network: spec.proxy.as_ref().map(|_| proxy::NETWORK.to_string()),
     }
 }
 

@@ -2,17 +2,17 @@
 //!
 //! bollard types stop here and in `convert.rs`: callers get `Container`, `HostEvent` and `HostError`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{ready, Future};
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerUpdateBody, ExecConfig};
+use bollard::models::{ContainerUpdateBody, ExecConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::{BollardRequest, ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -198,6 +198,30 @@ pub(super) async fn update_resources(
         ..Default::default()
     };
     bounded(CALL_TIMEOUT, docker.update_container(id, body)).await
+}
+
+/// Creates the bridge network `name` unless it exists (a creation that races with another counts as done).
+pub(super) async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), HostError> {
+    match bounded(CALL_TIMEOUT, docker.inspect_network(name, None::<InspectNetworkOptions>)).await {
+        Ok(_) => return Ok(()),
+        Err(HostError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let request = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".to_string()),
+        labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        ..Default::default()
+    };
+    match bounded(CALL_TIMEOUT, docker.create_network(request)).await {
+        Ok(_) => Ok(()),
+        Err(HostError::Docker { status: 409, .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Container events of ballast-labelled containers. Subscribes from the engine's current time, so an

@@ -1,0 +1,146 @@
+//! Caddy's JSON config for a host's routes, and the routes read back from it. Pure: no I/O.
+//!
+//! One HTTP server per proxied port (`ballast-PORT`, automatic HTTPS off), one route per role (`@id` `ballast.ROLE`)
+//! matching its host names if it has any, those with host names first; a role's route forwards to its one
+//! upstream (`@id` `ballast.ROLE.CONTAINER`, so the container is read back with the address), holding requests
+//! up to [`HOLD`] while the upstream cannot be dialled, or answers 503 when the role has no container yet. A
+//! port where no role takes every host name ends with a 404 route. `apps.http.grace_period` bounds how long the
+//! requests in flight at a config change may take on the old config.
+
+use serde_json::{json, Map, Value};
+
+use super::{Observed, Route, Routes, Upstream, HOLD};
+
+/// How often a held request tries its upstream again.
+const RETRY_EVERY_MS: u64 = 100;
+/// The prefix of every `@id` and server name ballast writes.
+const PREFIX: &str = "ballast";
+
+/// The whole Caddy config for `routes`, its admin API on `127.0.0.1:admin_port`.
+pub fn build(routes: &Routes, admin_port: u16) -> Value {
+    let mut ordered: Vec<&Route> = routes.routes.iter().collect();
+    ordered.sort_by(|a, b| (a.port, a.hosts.is_empty(), &a.role).cmp(&(b.port, b.hosts.is_empty(), &b.role)));
+    let mut servers = Map::new();
+    for route in ordered {
+        let server = servers.entry(server_name(route.port)).or_insert_with(|| {
+            json!({"listen": [format!(":{}", route.port)], "automatic_https": {"disable": true}, "routes": []})
+        });
+        if let Some(list) = server["routes"].as_array_mut() {
+            list.push(role_route(route));
+        }
+    }
+    for (name, server) in servers.iter_mut() {
+        let Some(list) = server["routes"].as_array_mut() else { continue };
+        let catch_all = list.iter().any(|r| r.get("match").is_none());
+        if !catch_all {
+            let port = name.trim_start_matches(&format!("{PREFIX}-"));
+            list.push(json!({
+                "@id": format!("{PREFIX}.unrouted.{port}"),
+                "handle": [{
+                    "handler": "static_response",
+                    "status_code": 404,
+                    "body": format!("no role is served for this host name on port {port}\n"),
+                }],
+            }));
+        }
+    }
+    json!({
+        "admin": {"listen": format!("127.0.0.1:{admin_port}")},
+        "apps": {"http": {"grace_period": duration(routes.grace.as_millis() as u64), "servers": servers}},
+    })
+}
+
+/// The routes in a Caddy config, and whether the config is exactly what [`build`] writes for them. `None` when
+/// the proxy has no config at all (`null`: a new proxy).
+pub fn read(config: &Value, admin_port: u16) -> Option<Observed> {
+    if config.is_null() {
+        return None;
+    }
+    let http = &config["apps"]["http"];
+    let mut routes = Routes {
+        routes: Vec::new(),
+        grace: std::time::Duration::from_millis(http["grace_period"].as_str().and_then(millis).unwrap_or(0)),
+    };
+    for (name, server) in http["servers"].as_object().into_iter().flatten() {
+        let Some(port) = name.strip_prefix(&format!("{PREFIX}-")).and_then(|p| p.parse::<u16>().ok()) else {
+            continue;
+        };
+        for route in server["routes"].as_array().into_iter().flatten() {
+            if let Some(route) = read_route(route, port) {
+                routes.routes.push(route);
+            }
+        }
+    }
+    let exact = build(&routes, admin_port) == *config;
+    Some(Observed { routes, exact })
+}
+
+fn server_name(port: u16) -> String {
+    format!("{PREFIX}-{port}")
+}
+
+fn role_route(route: &Route) -> Value {
+    let handle = match &route.upstream {
+        Some(upstream) => json!({
+            "handler": "reverse_proxy",
+            "upstreams": [{
+                "@id": format!("{PREFIX}.{}.{}", route.role, upstream.container),
+                "dial": upstream.address,
+            }],
+            "load_balancing": {
+                "try_duration": duration(HOLD.as_millis() as u64),
+                "try_interval": duration(RETRY_EVERY_MS),
+            },
+        }),
+        None => json!({
+            "handler": "static_response",
+            "status_code": 503,
+            "headers": {"Retry-After": ["1"]},
+            "body": format!("no container of role {} is ready on this host\n", route.role),
+        }),
+    };
+    let mut value = json!({"@id": format!("{PREFIX}.{}", route.role), "handle": [handle], "terminal": true});
+    if !route.hosts.is_empty() {
+        value["match"] = json!([{"host": route.hosts}]);
+    }
+    value
+}
+
+/// A role's route: its `@id` names the role; its upstream's `@id` the container.
+fn read_route(route: &Value, port: u16) -> Option<Route> {
+    let role = route["@id"].as_str()?.strip_prefix(&format!("{PREFIX}."))?;
+    if role.contains('.') {
+        return None;
+    }
+    let hosts = route["match"][0]["host"]
+        .as_array()
+        .map(|hosts| hosts.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let upstream = route["handle"][0]["upstreams"][0].as_object().and_then(|upstream| {
+        let id = upstream.get("@id")?.as_str()?;
+        let container = id.strip_prefix(&format!("{PREFIX}.{role}."))?;
+        let address = upstream.get("dial")?.as_str()?;
+        Some(Upstream { container: container.to_string(), address: address.to_string() })
+    });
+    Some(Route { role: role.to_string(), port, hosts, upstream })
+}
+
+/// A Caddy duration: `30s`, `250ms`.
+fn duration(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The milliseconds of a duration [`duration`] wrote.
+fn millis(text: &str) -> Option<u64> {
+    match text.strip_suffix("ms") {
+        Some(ms) => ms.parse().ok(),
+        None => text.strip_suffix('s')?.parse::<u64>().ok().map(|s| s * 1000),
+    }
+}
+
+#[cfg(test)]
+mod tests;
