@@ -7,7 +7,7 @@ use ballast_specs::{Role, RoleControl};
 use crate::aws::ResolvedSecrets;
 use crate::hosts::{ContainerConfig, PortBinding};
 use crate::labels::{self, RecreateInputs};
-use crate::plan::Desired;
+use crate::plan::{Desired, Proxied, Routed};
 use crate::proxy;
 
 /// The recreate hash of a role's container (see [`labels::recreate_hash`]).
@@ -49,6 +49,11 @@ pub fn desired(
         paused: control.paused,
         halted,
         converged_generation,
+        proxy: role.spec.proxy.as_ref().map(|p| Proxied {
+            port: p.port,
+            drain: p.drain_timeout.as_std(),
+            routed: Routed::Unknown,
+        }),
     }
 }
 

@@ -29,6 +29,7 @@ use ballast_operator::etcd_local::EmbeddedEtcd;
 use ballast_operator::hosts::{Connector, HostPool, RealConnector, SshConfig};
 use ballast_operator::leader::{self, LeaderConfig};
 use ballast_operator::metrics::Metrics;
+use ballast_operator::proxy::Settings as ProxySettings;
 use ballast_operator::reconcile::{self, Config, Preview};
 use ballast_operator::runtime::RuntimeConfig;
 use ballast_operator::store::etcd::EtcdStore;
@@ -94,6 +95,13 @@ struct Args {
     /// Once listening, write the API's base URL (http://ADDR) to this file.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+    /// The Caddy image of the proxy ballast runs on each host that carries a proxied role (a mirror such as an
+    /// ECR repository works; its registry is logged in to like the roles' images).
+    #[arg(long, default_value = "caddy:2", value_parser = parse_image, value_name = "IMAGE")]
+    proxy_image: String,
+    /// The port of the proxy's admin API, on each host's loopback only.
+    #[arg(long, default_value_t = 2019, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    proxy_admin_port: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -191,7 +199,9 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
     let mut state = AppState::new(store.clone(), auth);
     state.hosts = Some(Arc::new(ContainerAccess::new(store.clone(), hosts.clone(), stop.clone())));
     // `ballast plan` on any ballastd: reads only, so the unfenced store.
-    state.plans = Some(Arc::new(Preview::new(store.clone(), hosts.clone(), secrets.clone())));
+    let proxy = ProxySettings { image: args.proxy_image.clone(), admin_port: args.proxy_admin_port };
+    state.plans =
+        Some(Arc::new(Preview::new(store.clone(), hosts.clone(), secrets.clone()).with_proxy(proxy.clone())));
     state.metrics = Arc::new(metrics_registry);
 
     let reconciler = if args.no_reconcile {
@@ -209,7 +219,7 @@ async fn serve(args: &Args, auth: Auth, endpoints: &[String]) -> anyhow::Result<
                 hosts.clone(),
                 secrets.clone(),
                 registry.clone(),
-                Config::default(),
+                Config { proxy: proxy.clone(), ..Config::default() },
             )
         });
         let election: Arc<dyn Election> = etcd;
@@ -317,6 +327,10 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+fn parse_image(text: &str) -> Result<String, String> {
+    ballast_specs::check_image(text).map(|()| text.to_string())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -1,5 +1,6 @@
 //! Health-gated replacement of a unit's container: pull, create, start, wait until healthy, remove the old one;
-//! on failure bring the old one back. The order of old and new follows the role's strategy.
+//! on failure bring the old one back. The order of old and new follows the role's strategy; behind the proxy the
+//! steps are separate (`proxied.rs`): launch beside, switch, drain.
 
 use std::time::Duration;
 
@@ -125,7 +126,11 @@ pub async fn finish(
 
 /// Pulls the image when it is not on the host. Floating tags (`latest` or none) are pulled every time,
 /// falling back to the host's copy when the registry cannot be reached.
-async fn ensure_image(env: &Env<'_>, client: &dyn DockerHost, image: &str) -> Result<(), RolloutError> {
+pub(crate) async fn ensure_image(
+    env: &Env<'_>,
+    client: &dyn DockerHost,
+    image: &str,
+) -> Result<(), RolloutError> {
     let present = client.image_present(image).await?;
     if present && !is_floating(image) {
         return Ok(());
@@ -241,6 +246,10 @@ async fn restore(client: &dyn DockerHost, old: Option<&str>) -> Result<(), HostE
     }
     Ok(())
 }
+
+mod proxied;
+
+pub use proxied::{drain, launch, verify, Drained};
 
 #[cfg(test)]
 mod tests {

@@ -310,6 +310,7 @@ mod tests {
             message: "boom".to_string(),
             since: Utc::now(),
             failed: None,
+            proxy: None,
         }
     }
 

@@ -1,7 +1,6 @@
 //! Caddy's admin API on a host's loopback, reached through that host's connection (over SSH, a `direct-tcpip`
 //! channel per request, like the health probes): the [`Proxy`] trait written once over [`DockerHost::http`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +13,8 @@ use crate::hosts::{DockerHost, HostError, HttpRequest, HttpResponse};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The admin API of the proxy on one host.
-pub struct Admin {
-    host: Arc<dyn DockerHost>,
+pub struct Admin<'a> {
+    host: &'a dyn DockerHost,
     port: u16,
 }
 
@@ -26,9 +25,9 @@ struct UpstreamStatus {
     num_requests: u64,
 }
 
-impl Admin {
+impl<'a> Admin<'a> {
     /// The admin API on `127.0.0.1:port` of the host `host` reaches.
-    pub fn new(host: Arc<dyn DockerHost>, port: u16) -> Admin {
+    pub fn new(host: &'a dyn DockerHost, port: u16) -> Admin<'a> {
         Admin { host, port }
     }
 
@@ -53,7 +52,7 @@ impl Admin {
 }
 
 #[async_trait]
-impl Proxy for Admin {
+impl Proxy for Admin<'_> {
     async fn observe(&self) -> Result<Option<Observed>, ProxyError> {
         let body = self.call("GET", "/config/", None).await?;
         let config: serde_json::Value = serde_json::from_slice(&body)

@@ -18,7 +18,7 @@ use expect_test::{expect, Expect};
 
 use super::{status, Outcome};
 use crate::hosts::{Container, ContainerState};
-use crate::plan::Plan;
+use crate::plan::{Plan, Routing};
 use crate::reconcile::Unit;
 
 const NOW: i64 = 100;
@@ -149,12 +149,18 @@ impl Fixture {
             message,
             since: time(0),
             failed: None,
+            proxy: None,
         }
     }
 
     /// The plan of a `settled` or `acting` outcome: its state and message (actions do not matter here).
     fn plan(&self) -> Plan {
-        Plan { state: state(&self.outcome.1["state"]), message: self.outcome.2.clone(), actions: Vec::new() }
+        Plan {
+            state: state(&self.outcome.1["state"]),
+            message: self.outcome.2.clone(),
+            actions: Vec::new(),
+            routing: Routing::NotProxied,
+        }
     }
 
     fn container(&self, fields: &BTreeMap<String, String>) -> Option<Container> {
