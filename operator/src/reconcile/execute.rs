@@ -4,19 +4,13 @@
 use ballast_specs::{Role, RoleControl};
 use tokio::time::Instant;
 
-use super::{short, switch, Context, ReconcileError, Unit};
+use super::{short, switch, Context, ExecError, ReconcileError, Unit};
 use crate::aws::ResolvedSecrets;
 use crate::desired;
 use crate::hosts::{DockerHost, HostError};
 use crate::plan::Action;
 use crate::rollout::{self, RolloutError};
 
-/// Why an action did not complete.
-pub(super) enum ExecError {
-    /// The rollout failed (pull, health, start): the unit is halted at this spec.
-    Failed(String),
-    Reconcile(ReconcileError),
-}
 
 /// Performs one planned action and records its event.
 pub(super) async fn execute(

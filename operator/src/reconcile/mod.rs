@@ -117,6 +117,13 @@ impl ReconcileError {
     }
 }
 
+/// Why an action of the executor did not complete.
+enum ExecError {
+    /// The rollout failed (pull, health, start): the unit is halted at this spec.
+    Failed(String),
+    Reconcile(ReconcileError),
+}
+
 /// True when a container is running.
 pub fn is_running(c: &Container) -> bool {
     c.state == ContainerState::Running

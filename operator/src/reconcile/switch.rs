@@ -5,9 +5,8 @@
 use ballast_specs::{Role, RoleControl};
 use tokio::time::Instant;
 
-use super::execute::ExecError;
 use super::proxy::{host_error, proxy_error};
-use super::{short, Context, ReconcileError, Unit};
+use super::{short, Context, ExecError, ReconcileError, Unit};
 use crate::aws::ResolvedSecrets;
 use crate::desired;
 use crate::hosts::{Container, ContainerState, DockerHost};

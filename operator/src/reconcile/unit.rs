@@ -7,10 +7,10 @@
 use ballast_specs::wire::{FailedRollout, UnitState};
 use ballast_specs::Role;
 
-use super::execute::{execute, ExecError};
+use super::execute::execute;
 use super::host_pass::{containers_of, control_of, desired_role};
 use super::status::Outcome;
-use super::{proxy, switch, Context, ReconcileError, Unit};
+use super::{proxy, switch, Context, ExecError, ReconcileError, Unit};
 use crate::hosts::HostError;
 use crate::plan::{self, drift_kind, Action};
 use crate::store::{Snapshot, StoreError};
