@@ -11,7 +11,6 @@ use crate::hosts::{DockerHost, HostError};
 use crate::plan::Action;
 use crate::rollout::{self, RolloutError};
 
-
 /// Performs one planned action and records its event.
 pub(super) async fn execute(
     ctx: &Context,
