@@ -261,7 +261,8 @@ fn describe(error: &reqwest::Error) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
+        let ms =
+            |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
         write!(
             f,
             "{} sent in {:.1} s: 200 by version {:?}, {} other statuses, {} failed; p50 {}, p99 {}",

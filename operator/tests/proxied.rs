@@ -141,11 +141,17 @@ fn only(host: &FakeHost, role: &str) -> Option<Container> {
     (containers.len() == 1).then(|| containers.remove(0))
 }
 
-/// The container the proxy's config routes web to.
+/// The web container the proxy sends web's requests to, when its config serves web: the one whose address is in
+/// web's upstream file.
 fn routed(host: &FakeHost) -> Option<String> {
     let config: serde_json::Value = serde_json::from_slice(&host.loaded()?).ok()?;
-    let routes = proxy::read(&config, ADMIN)?.routes;
-    Some(routes.of("web")?.upstream.as_ref()?.container.clone())
+    proxy::read(&config, ADMIN)?.routes.of("web")?;
+    let proxy = only(host, labels::PROXY_ROLE)?;
+    let address = String::from_utf8(host.file(&proxy.id, &proxy::upstream_file("web"))?).ok()?;
+    let web = of_role(host, "web")
+        .into_iter()
+        .find(|c| c.ip.as_ref().map(|ip| format!("{ip}:3000")) == Some(address.clone()))?;
+    Some(web.id)
 }
 
 #[tokio::test]

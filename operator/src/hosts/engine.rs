@@ -121,6 +121,16 @@ impl<T: Tunnel> DockerHost for Engine<T> {
         docker::ensure_network(&self.docker, name, labels).await
     }
 
+    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::put_file(&self.docker, id, path, content).await
+    }
+
+    async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError> {
+        self.tunnel.ready().await?;
+        docker::files(&self.docker, id, dir).await
+    }
+
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
         self.tunnel.ready().await?;
         docker::events(&self.docker, &self.inspected).await

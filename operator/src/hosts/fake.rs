@@ -67,6 +67,8 @@ struct FakeContainer {
     log: Vec<LogLine>,
     /// The document a container on the host's network was given with `POST /load`.
     loaded: Option<Vec<u8>>,
+    /// Files written with `put_file`, by path.
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 impl FakeHost {
@@ -125,6 +127,11 @@ impl FakeHost {
         self.state().networks.iter().cloned().collect()
     }
 
+    /// A file written into a container with `put_file`.
+    pub fn file(&self, id: &str, path: &str) -> Option<Vec<u8>> {
+        self.state().find(id).and_then(|c| c.files.get(path).cloned())
+    }
+
     /// The document the running container on the host's network was last given (`POST /load`).
     pub fn loaded(&self) -> Option<Vec<u8>> {
         self.state().host_network_container().and_then(|c| c.loaded.clone())
@@ -174,7 +181,14 @@ impl FakeHost {
         };
         state.containers.insert(
             id.clone(),
-            FakeContainer { container, config: None, starts: 1, log: Vec::new(), loaded: None },
+            FakeContainer {
+                container,
+                config: None,
+                starts: 1,
+                log: Vec::new(),
+                loaded: None,
+                files: BTreeMap::new(),
+            },
         );
         id
     }
@@ -340,6 +354,7 @@ impl DockerHost for FakeHost {
                 starts: 0,
                 log: Vec::new(),
                 loaded: None,
+                files: BTreeMap::new(),
             },
         );
         Ok(id)
@@ -463,6 +478,28 @@ impl DockerHost for FakeHost {
         self.enter("ensure_network").await?;
         self.state().networks.insert(name.to_string());
         Ok(())
+    }
+
+    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<(), HostError> {
+        self.enter("put_file").await?;
+        let mut state = self.state();
+        let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(format!("no such container: {id}")))?;
+        c.files.insert(path.to_string(), content.to_vec());
+        Ok(())
+    }
+
+    async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError> {
+        self.enter("files").await?;
+        let state = self.state();
+        let c = state.find(id).ok_or_else(|| HostError::NotFound(format!("no such container: {id}")))?;
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        Ok(c.files
+            .iter()
+            .filter_map(|(path, content)| {
+                let name = path.strip_prefix(&prefix)?;
+                (!name.contains('/')).then(|| (name.to_string(), content.clone()))
+            })
+            .collect())
     }
 
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {

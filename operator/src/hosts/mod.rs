@@ -15,6 +15,7 @@ pub mod known_hosts;
 pub mod local;
 mod pool;
 pub mod ssh;
+mod tar;
 mod tunnel;
 
 use std::collections::BTreeMap;
@@ -234,6 +235,11 @@ pub trait DockerHost: Send + Sync + 'static {
     ) -> Result<HttpResponse, HostError>;
     /// Creates the bridge network `name` with `labels` unless the host has one of that name.
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), HostError>;
+    /// Writes `content` to the file `path` (absolute; its folders are made) in the container `id`, as `docker cp`.
+    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<(), HostError>;
+    /// The files in the folder `dir` of the container `id`, by name (subfolders are not read); none when the
+    /// folder does not exist.
+    async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError>;
     /// The host's container events (die, destroy, oom, update, start, stop, ...), ballast-labelled containers only.
     /// The stream ends when the connection breaks; the caller relists and subscribes again.
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError>;

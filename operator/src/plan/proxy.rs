@@ -1,11 +1,12 @@
-//! The planner of a host's proxy: its container (one, running, of the operator's settings) and its routes (each
-//! proxied role to a running container of its unit). Pure, like the units' planner.
+//! The planner of a host's proxy: its container (one, running, of the operator's settings), its config (a route
+//! for each proxied role) and each role's upstream (the address its requests go to). Pure, like the units' planner.
 //!
-//! Routes are level-triggered from what the host shows: a role keeps the container the proxy routes it to while
-//! that container is its unit's, running or not (switching is a rollout's step, see [`super::proxied`], and a
-//! stopped container is started by its unit while the proxy holds its requests); a role without one (a new
-//! proxy, or its container gone) gets the running container its last switch chose, else its only running
-//! container, else the oldest running one (during a rollout, the one that served before it).
+//! Upstreams are level-triggered from what the host shows: a role keeps the address it is pointed at while that is
+//! a running container of its unit, or while its unit has a container that is stopped (its unit starts it again;
+//! the proxy holds requests meanwhile). Switching is a rollout's step (see [`super::proxied`]). A role pointed at
+//! nothing of its unit (a new proxy, or its container gone) is pointed at the running container its last switch
+//! chose, else its only running container, else the oldest running one (during a rollout, the one that served
+//! before it).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use super::{short, sorted};
 use crate::hosts::{Container, ContainerState};
 use crate::labels;
-use crate::proxy::{Observed, Route, Routes, Upstream};
+use crate::proxy::{Observed, Route, Routes};
 
 /// What one host's proxy should be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +39,19 @@ pub struct ProxiedRole {
     pub drain: Duration,
 }
 
+/// What the proxy was seen doing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxySeen {
+    pub config: ConfigSeen,
+    /// The address in each role's upstream file; `None` when the files were not read (no running proxy).
+    pub upstreams: Option<BTreeMap<String, String>>,
+}
+
 /// What the proxy's admin API showed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ConfigSeen {
     /// Not read: no running proxy container, or its admin API did not answer.
+    #[default]
     NotRead,
     /// It answers with no config (a new proxy).
     Fresh,
@@ -68,6 +78,13 @@ pub enum ProxyAction {
         routes: Routes,
         reason: String,
     },
+    /// Send the role's requests to this container's `address`.
+    Point {
+        role: String,
+        container: String,
+        address: String,
+        reason: String,
+    },
 }
 
 /// The proxy's actions, and what is going on for people.
@@ -83,7 +100,7 @@ pub fn plan_proxy(
     desired: &ProxyDesired,
     containers: &[Container],
     listing: &[Container],
-    seen: &ConfigSeen,
+    seen: &ProxySeen,
     last_switched: &BTreeMap<String, String>,
 ) -> ProxyPlan {
     let live: Vec<&Container> = containers.iter().filter(|c| c.state != ContainerState::Removing).collect();
@@ -105,16 +122,13 @@ pub fn plan_proxy(
         let reason = format!("proxy of other settings ({})", c.image);
         actions.push(ProxyAction::Remove { id: c.id.clone(), reason });
     }
-    let observed = match seen {
-        ConfigSeen::Seen(observed) => Some(&observed.routes),
-        ConfigSeen::NotRead | ConfigSeen::Fresh => None,
-    };
-    let routes = routes(desired, listing, observed, last_switched);
+    let routes = routes(desired);
     let current = sorted(current);
     let Some((keep, duplicates)) = current.split_first() else {
         let reason = format!("no proxy container ({})", desired.image);
         actions.push(ProxyAction::Create { reason: reason.clone() });
         actions.push(ProxyAction::Load { routes, reason: "routes of a new proxy".into() });
+        actions.extend(points(desired, listing, &BTreeMap::new(), last_switched));
         return ProxyPlan { actions, message: reason };
     };
     for dup in duplicates {
@@ -126,7 +140,8 @@ pub fn plan_proxy(
         actions.push(ProxyAction::Load { routes, reason: "routes of a restarted proxy".into() });
         return ProxyPlan { actions, message: reason };
     }
-    let reason = match seen {
+    let mut message = Vec::new();
+    let load = match &seen.config {
         ConfigSeen::NotRead => Some("the proxy's admin api does not answer yet".to_string()),
         ConfigSeen::Fresh => Some("the proxy has no config".to_string()),
         ConfigSeen::Seen(observed) if !observed.exact => {
@@ -135,23 +150,45 @@ pub fn plan_proxy(
         ConfigSeen::Seen(observed) if observed.routes != routes => Some(changes(&observed.routes, &routes)),
         ConfigSeen::Seen(_) => None,
     };
-    if let Some(reason) = reason {
-        actions.push(ProxyAction::Load { routes, reason: reason.clone() });
-        return ProxyPlan { actions, message: reason };
+    if let Some(reason) = load {
+        message.push(reason.clone());
+        actions.push(ProxyAction::Load { routes, reason });
     }
-    let message = if actions.is_empty() { String::new() } else { "removing other proxy containers".into() };
-    ProxyPlan { actions, message }
+    if let Some(upstreams) = &seen.upstreams {
+        let pointed = points(desired, listing, upstreams, last_switched);
+        if !pointed.is_empty() {
+            message.push("pointing roles at their containers".into());
+        }
+        actions.extend(pointed);
+    }
+    if message.is_empty() && !actions.is_empty() {
+        message.push("removing other proxy containers".into());
+    }
+    ProxyPlan { actions, message: message.join("; ") }
 }
 
-/// The routes the proxy should have: each proxied role to a running container of its unit (see the module's
-/// notes), the grace of a config change the longest drain (at least a second).
-pub fn routes(
+/// The config the proxy should have: a route for each proxied role, the grace of a config change the longest
+/// drain (at least a second).
+pub fn routes(desired: &ProxyDesired) -> Routes {
+    let mut routes: Vec<Route> = desired
+        .roles
+        .iter()
+        .map(|r| Route { role: r.role.clone(), port: r.port, hosts: r.hosts.clone() })
+        .collect();
+    routes.sort_by(|a, b| (a.port, a.hosts.is_empty(), &a.role).cmp(&(b.port, b.hosts.is_empty(), &b.role)));
+    let longest = desired.roles.iter().map(|r| r.drain).max().unwrap_or_default();
+    Routes { routes, grace: longest.max(Duration::from_secs(1)) }
+}
+
+/// The roles to point somewhere else: those whose upstream is no running (or restarting) container of their unit,
+/// when one of their unit runs (see the module's notes).
+fn points(
     desired: &ProxyDesired,
     listing: &[Container],
-    observed: Option<&Routes>,
+    upstreams: &BTreeMap<String, String>,
     last_switched: &BTreeMap<String, String>,
-) -> Routes {
-    let mut routes = Vec::new();
+) -> Vec<ProxyAction> {
+    let mut out = Vec::new();
     for role in &desired.roles {
         let of_unit: Vec<&Container> = listing
             .iter()
@@ -161,35 +198,38 @@ pub fn routes(
                     && c.state != ContainerState::Removing
             })
             .collect();
+        let address_of = |c: &Container| c.ip.as_deref().map(|ip| address(ip, role.target_port));
         let running: Vec<&Container> = of_unit
             .iter()
             .filter(|c| c.state == ContainerState::Running && c.ip.is_some())
             .copied()
             .collect();
-        let upstream_of = |c: &Container, known: Option<&str>| {
-            let address = match (&c.ip, known) {
-                (Some(ip), _) => address(ip, role.target_port),
-                (None, Some(known)) => known.to_string(),
-                (None, None) => return None,
-            };
-            Some(Upstream { container: c.id.clone(), address })
-        };
-        // The routed container stays while it is the unit's, even stopped: its unit starts it again, and the
-        // proxy holds requests for it meanwhile.
-        let routed = observed.and_then(|o| o.of(&role.role)).and_then(|r| r.upstream.as_ref());
-        let kept = routed.and_then(|u| {
-            let c = of_unit.iter().find(|c| c.id == u.container)?;
-            upstream_of(c, Some(&u.address))
-        });
+        let pointed = upstreams.get(&role.role).filter(|a| !a.is_empty());
+        if let Some(pointed) = pointed {
+            let at_running = running.iter().any(|c| address_of(c).as_ref() == Some(pointed));
+            let restarting = of_unit.iter().any(|c| c.state != ContainerState::Running);
+            if at_running || restarting {
+                continue;
+            }
+        }
         let last = last_switched.get(&role.role).and_then(|id| running.iter().find(|c| &c.id == id)).copied();
         let oldest =
             running.iter().min_by_key(|c| (labels::generation_of(&c.labels), c.name.clone())).copied();
-        let upstream = kept.or_else(|| last.or(oldest).and_then(|c| upstream_of(c, None)));
-        routes.push(Route { role: role.role.clone(), port: role.port, hosts: role.hosts.clone(), upstream });
+        let Some((chosen, address)) = last.or(oldest).and_then(|c| Some((c, address_of(c)?))) else {
+            continue;
+        };
+        let reason = match pointed {
+            Some(was) => format!("{was} is no running container of {}", role.role),
+            None => format!("{} is pointed nowhere", role.role),
+        };
+        out.push(ProxyAction::Point {
+            role: role.role.clone(),
+            container: chosen.id.clone(),
+            address,
+            reason,
+        });
     }
-    routes.sort_by(|a, b| (a.port, a.hosts.is_empty(), &a.role).cmp(&(b.port, b.hosts.is_empty(), &b.role)));
-    let longest = desired.roles.iter().map(|r| r.drain).max().unwrap_or_default();
-    Routes { routes, grace: longest.max(Duration::from_secs(1)) }
+    out
 }
 
 /// `ip:port`, with brackets around an IPv6 address.
@@ -201,30 +241,19 @@ pub fn address(ip: &str, port: u16) -> String {
     }
 }
 
-/// `web → c2 (was c1); api → none`: what a load changes.
+/// `routes: web on :80 added; api no longer served`: what a load changes.
 fn changes(from: &Routes, to: &Routes) -> String {
-    let target = |route: Option<&Route>| match route.and_then(|r| r.upstream.as_ref()) {
-        Some(u) => short(&u.container).to_string(),
-        None => "none".to_string(),
-    };
     let mut out = Vec::new();
     for route in &to.routes {
-        let was = from.of(&route.role);
-        if was == Some(route) {
-            continue;
-        }
-        let now = target(Some(route));
-        match was {
-            Some(was) if was.upstream == route.upstream => {
-                out.push(format!("{} on :{} (route changed)", route.role, route.port))
-            }
-            Some(_) => out.push(format!("{} → {now} (was {})", route.role, target(was))),
-            None => out.push(format!("{} → {now} on :{}", route.role, route.port)),
+        match from.of(&route.role) {
+            Some(was) if was == route => {}
+            Some(_) => out.push(format!("{} on :{} changed", route.role, route.port)),
+            None => out.push(format!("{} on :{} added", route.role, route.port)),
         }
     }
     for route in &from.routes {
         if to.of(&route.role).is_none() {
-            out.push(format!("{} no longer routed", route.role));
+            out.push(format!("{} no longer served", route.role));
         }
     }
     if from.grace != to.grace {
@@ -240,18 +269,12 @@ impl fmt::Display for ProxyAction {
             ProxyAction::Start { id, reason } => write!(f, "start the proxy {} ({reason})", short(id)),
             ProxyAction::Remove { id, reason } => write!(f, "remove the proxy {} ({reason})", short(id)),
             ProxyAction::Load { routes, reason } => {
-                let shown: Vec<String> = routes
-                    .routes
-                    .iter()
-                    .map(|r| {
-                        let to = r
-                            .upstream
-                            .as_ref()
-                            .map_or("none".to_string(), |u| short(&u.container).to_string());
-                        format!(":{} {} → {to}", r.port, r.role)
-                    })
-                    .collect();
-                write!(f, "load routes {} ({reason})", shown.join(", "))
+                let shown: Vec<String> =
+                    routes.routes.iter().map(|r| format!("{} on :{}", r.role, r.port)).collect();
+                write!(f, "load the proxy's config: {} ({reason})", shown.join(", "))
+            }
+            ProxyAction::Point { role, container, address, reason } => {
+                write!(f, "point {role} at {} ({address}; {reason})", short(container))
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Caddy's admin API on a host's loopback, reached through that host's connection (over SSH, a `direct-tcpip`
-//! channel per request, like the health probes): the [`Proxy`] trait written once over [`DockerHost::http`].
+//! channel per request, like the health probes), and the upstream files in the proxy container (Docker's archive
+//! API): the [`Proxy`] trait written once over [`DockerHost`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,10 +14,11 @@ use crate::hosts::{DockerHost, HostError, HttpRequest, HttpResponse};
 /// The bound of one admin call. A config load returns once the new config serves (the old one drains behind).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The admin API of the proxy on one host.
+/// The proxy container `container` of one host, and its admin API.
 pub struct Admin<'a> {
     host: &'a dyn DockerHost,
     port: u16,
+    container: &'a str,
 }
 
 /// One entry of `GET /reverse_proxy/upstreams`.
@@ -26,9 +29,9 @@ struct UpstreamStatus {
 }
 
 impl<'a> Admin<'a> {
-    /// The admin API on `127.0.0.1:port` of the host `host` reaches.
-    pub fn new(host: &'a dyn DockerHost, port: u16) -> Admin<'a> {
-        Admin { host, port }
+    /// The proxy container `container` on the host `host` reaches, its admin API on `127.0.0.1:port`.
+    pub fn new(host: &'a dyn DockerHost, port: u16, container: &'a str) -> Admin<'a> {
+        Admin { host, port, container }
     }
 
     async fn call(
@@ -63,6 +66,18 @@ impl Proxy for Admin<'_> {
     async fn load(&self, routes: &Routes) -> Result<(), ProxyError> {
         let body = caddy::build(routes, self.port).to_string().into_bytes();
         self.call("POST", "/load", Some(body)).await.map(|_| ())
+    }
+
+    async fn upstreams(&self) -> Result<BTreeMap<String, String>, ProxyError> {
+        let files = self.host.files(self.container, caddy::UPSTREAMS).await?;
+        Ok(files
+            .into_iter()
+            .map(|(role, address)| (role, String::from_utf8_lossy(&address).trim().to_string()))
+            .collect())
+    }
+
+    async fn point(&self, role: &str, address: &str) -> Result<(), ProxyError> {
+        Ok(self.host.put_file(self.container, &caddy::upstream_file(role), address.as_bytes()).await?)
     }
 
     async fn in_flight(&self, address: &str) -> Result<u64, ProxyError> {

@@ -1,18 +1,22 @@
 //! Caddy's JSON config for a host's routes, and the routes read back from it. Pure: no I/O.
 //!
 //! One HTTP server per proxied port (`ballast-PORT`, automatic HTTPS off), one route per role (`@id` `ballast.ROLE`)
-//! matching its host names if it has any, those with host names first; a role's route forwards to its one
-//! upstream (`@id` `ballast.ROLE.CONTAINER`, so the container is read back with the address), holding requests
-//! up to [`HOLD`] while the upstream cannot be dialled, or answers 503 when the role has no container yet. A
-//! port where no role takes every host name ends with a 404 route. `apps.http.grace_period` bounds how long the
-//! requests in flight at a config change may take on the old config.
+//! matching its host names if it has any, those with host names first. A role's route forwards to the address
+//! written in its upstream file (`{file./ballast/upstreams/ROLE}`, read by Caddy for each request), holding
+//! requests up to [`HOLD`] while it cannot be dialled (no file yet, or a container restarting). So a switch
+//! writes a file and never reloads the config: a reload would close every idle keep-alive connection of the
+//! proxy's clients, and a client sending on one at that moment would see it fail. A port where no role takes
+//! every host name ends with a 404 route. `apps.http.grace_period` bounds how long the requests in flight at a
+//! config change (roles or ports changed) may take on the old config.
 
 use serde_json::{json, Map, Value};
 
-use super::{Observed, Route, Routes, Upstream, HOLD};
+use super::{Observed, Route, Routes, HOLD};
 
 /// How often a held request tries its upstream again.
-const RETRY_EVERY_MS: u64 = 100;
+const RETRY_EVERY_MS: u64 = 25;
+/// The folder of the proxy container where each role's upstream file is.
+pub const UPSTREAMS: &str = "/ballast/upstreams";
 /// The prefix of every `@id` and server name ballast writes.
 const PREFIX: &str = "ballast";
 
@@ -79,26 +83,20 @@ fn server_name(port: u16) -> String {
     format!("{PREFIX}-{port}")
 }
 
+/// The upstream file of `role` in the proxy container.
+pub fn upstream_file(role: &str) -> String {
+    format!("{UPSTREAMS}/{role}")
+}
+
 fn role_route(route: &Route) -> Value {
-    let handle = match &route.upstream {
-        Some(upstream) => json!({
-            "handler": "reverse_proxy",
-            "upstreams": [{
-                "@id": format!("{PREFIX}.{}.{}", route.role, upstream.container),
-                "dial": upstream.address,
-            }],
-            "load_balancing": {
-                "try_duration": duration(HOLD.as_millis() as u64),
-                "try_interval": duration(RETRY_EVERY_MS),
-            },
-        }),
-        None => json!({
-            "handler": "static_response",
-            "status_code": 503,
-            "headers": {"Retry-After": ["1"]},
-            "body": format!("no container of role {} is ready on this host\n", route.role),
-        }),
-    };
+    let handle = json!({
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": format!("{{file.{}}}", upstream_file(&route.role))}],
+        "load_balancing": {
+            "try_duration": duration(HOLD.as_millis() as u64),
+            "try_interval": duration(RETRY_EVERY_MS),
+        },
+    });
     let mut value = json!({"@id": format!("{PREFIX}.{}", route.role), "handle": [handle], "terminal": true});
     if !route.hosts.is_empty() {
         value["match"] = json!([{"host": route.hosts}]);
@@ -106,7 +104,7 @@ fn role_route(route: &Route) -> Value {
     value
 }
 
-/// A role's route: its `@id` names the role; its upstream's `@id` the container.
+/// A role's route: its `@id` names the role.
 fn read_route(route: &Value, port: u16) -> Option<Route> {
     let role = route["@id"].as_str()?.strip_prefix(&format!("{PREFIX}."))?;
     if role.contains('.') {
@@ -116,13 +114,7 @@ fn read_route(route: &Value, port: u16) -> Option<Route> {
         .as_array()
         .map(|hosts| hosts.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
-    let upstream = route["handle"][0]["upstreams"][0].as_object().and_then(|upstream| {
-        let id = upstream.get("@id")?.as_str()?;
-        let container = id.strip_prefix(&format!("{PREFIX}.{role}."))?;
-        let address = upstream.get("dial")?.as_str()?;
-        Some(Upstream { container: container.to_string(), address: address.to_string() })
-    });
-    Some(Route { role: role.to_string(), port, hosts, upstream })
+    Some(Route { role: role.to_string(), port, hosts })
 }
 
 /// A Caddy duration: `30s`, `250ms`.

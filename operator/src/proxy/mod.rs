@@ -3,8 +3,9 @@
 //!
 //! The data plane is Caddy, driven through its admin API (`caddy.rs` writes and reads its JSON config, `admin.rs`
 //! speaks to the API through the host's connection). Nothing outside this module knows Caddy: callers say which
-//! container each role's requests go to ([`Routes`]), read what is routed, and ask how many requests are in flight
-//! to an upstream. The proxy container runs on the host's network, so it listens on the proxied ports itself and
+//! roles the proxy serves on which ports ([`Routes`], a config change), which address each role's requests go to
+//! (its upstream, a file in the proxy container that Caddy reads per request: a switch without a config reload),
+//! and ask how many requests are in flight to an address. The proxy container runs on the host's network, so it listens on the proxied ports itself and
 //! its admin API is on the host's loopback only; app containers of proxied roles join the [`NETWORK`] bridge,
 //! which the host (and so the proxy) reaches by their addresses.
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use admin::Admin;
-pub use caddy::{build, read};
+pub use caddy::{build, read, upstream_file, UPSTREAMS};
 
 use crate::hosts::{ContainerConfig, HostError, HOST_NETWORK};
 use crate::labels::{self, RecreateInputs};
@@ -37,7 +38,7 @@ pub struct Settings {
     pub admin_port: u16,
 }
 
-/// What the proxy of one host routes: one route per proxied role on the host.
+/// What the proxy of one host serves: one route per proxied role on the host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routes {
     pub routes: Vec<Route>,
@@ -46,24 +47,16 @@ pub struct Routes {
     pub grace: Duration,
 }
 
-/// The requests of one role: those on `port` whose `Host` is one of `hosts` (any host when empty).
+/// The requests of one role: those on `port` whose `Host` is one of `hosts` (any host when empty). They go to the
+/// address in the role's upstream (see [`Proxy::point`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub role: String,
     pub port: u16,
     pub hosts: Vec<String>,
-    /// The container they go to; `None`: no container is ready yet (the proxy answers 503).
-    pub upstream: Option<Upstream>,
 }
 
-/// A container the proxy forwards to, and the address it dials (`ip:port`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Upstream {
-    pub container: String,
-    pub address: String,
-}
-
-/// What a proxy was seen routing.
+/// What a proxy's config was seen serving.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
     pub routes: Routes,
@@ -88,10 +81,14 @@ pub enum ProxyError {
 /// One host's proxy, as the reconciler and the rollouts use it.
 #[async_trait]
 pub trait Proxy: Send + Sync {
-    /// What the proxy routes now; `Ok(None)` when it answers without a config of ballast's (a new proxy).
+    /// What the proxy's config serves now; `Ok(None)` when it answers without a config (a new proxy).
     async fn observe(&self) -> Result<Option<Observed>, ProxyError>;
-    /// Makes the proxy route as `routes` say, all at once. Requests in flight finish on their container.
+    /// Makes the proxy serve `routes`, all at once (a config reload: requests in flight finish on the old one).
     async fn load(&self, routes: &Routes) -> Result<(), ProxyError>;
+    /// The address (`ip:port`) each role's requests go to, by role (roles never pointed anywhere are absent).
+    async fn upstreams(&self) -> Result<BTreeMap<String, String>, ProxyError>;
+    /// Sends the role's next requests to `address`; requests in flight finish where they are.
+    async fn point(&self, role: &str, address: &str) -> Result<(), ProxyError>;
     /// Requests in flight to `address` (`ip:port`), 0 once the proxy forwards none there any more.
     async fn in_flight(&self, address: &str) -> Result<u64, ProxyError>;
 }
@@ -122,15 +119,6 @@ impl Routes {
     /// The route of `role`, if the proxy has one.
     pub fn of(&self, role: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.role == role)
-    }
-
-    /// The same routes with `role`'s requests sent to `upstream`.
-    pub fn with_upstream(&self, role: &str, upstream: Option<Upstream>) -> Routes {
-        let mut routes = self.clone();
-        if let Some(route) = routes.routes.iter_mut().find(|r| r.role == role) {
-            route.upstream = upstream;
-        }
-        routes
     }
 }
 

@@ -14,7 +14,7 @@ use super::{proxy, Unit};
 use crate::aws::SecretSource;
 use crate::hosts::{Container, HostPool};
 use crate::plan::{self, Plan};
-use crate::proxy::{Admin, Settings};
+use crate::proxy::Settings;
 use crate::store::{Snapshot, SpecStore, StoreError};
 
 /// Plans every unit without acting, over the shared host pool.
@@ -117,7 +117,7 @@ impl Preview {
             let host =
                 snapshot.hosts.iter().find(|h| h.metadata.name == unit.host).ok_or("host not found")?;
             let client = self.hosts.client(host);
-            proxied.routed = routed(&Admin::new(&*client, self.proxy.admin_port), role, &observed).await;
+            proxied.routed = routed(&*client, &self.proxy, listing, &unit.host, role, &observed).await;
         }
         Ok(plan::plan(Some(&desired), &observed))
     }

@@ -14,9 +14,11 @@ use ballast_specs::wire::UnitState;
 use tokio::time::Instant;
 
 use super::{short, Context, ReconcileError, Unit};
-use crate::hosts::{Container, DockerHost, HostError};
+use crate::hosts::{Container, ContainerState, DockerHost, HostError};
 use crate::labels;
-use crate::plan::proxy::{plan_proxy, ConfigSeen, ProxiedRole, ProxyAction, ProxyDesired, ProxyPlan};
+use crate::plan::proxy::{
+    plan_proxy, ConfigSeen, ProxiedRole, ProxyAction, ProxyDesired, ProxyPlan, ProxySeen,
+};
 use crate::proxy::{self, Admin, Proxy, ProxyError, Settings};
 use crate::rollout;
 use crate::store::Snapshot;
@@ -24,7 +26,7 @@ use crate::store::Snapshot;
 /// How long a new or restarted proxy may take to answer on its admin API.
 const ADMIN_UP: Duration = Duration::from_secs(10);
 /// How often a starting proxy's admin API is tried.
-const ADMIN_POLL: Duration = Duration::from_millis(20);
+const ADMIN_POLL: Duration = Duration::from_millis(10);
 
 /// The proxies' state of one leader's term.
 #[derive(Default)]
@@ -99,7 +101,17 @@ pub fn proxy_containers(listing: &[Container], host: &str) -> Vec<Container> {
         .collect()
 }
 
-/// The proxy's plan on `host` against its listing; its admin API is read when a proxy of the desired settings runs.
+/// The running proxy container of the desired settings among the host's proxy containers.
+pub fn running_proxy(containers: &[Container], hash: &str) -> Option<String> {
+    containers
+        .iter()
+        .find(|c| {
+            c.state == ContainerState::Running && c.labels.get(labels::HASH).map(String::as_str) == Some(hash)
+        })
+        .map(|c| c.id.clone())
+}
+
+/// The proxy's plan on `host` against its listing; the proxy is read when one of the desired settings runs.
 pub async fn plan_on(
     settings: &Settings,
     snapshot: &Snapshot,
@@ -110,13 +122,9 @@ pub async fn plan_on(
 ) -> ProxyPlan {
     let desired = desired_of(settings, snapshot, host);
     let containers = proxy_containers(listing, host);
-    let runs = containers.iter().any(|c| {
-        c.state == crate::hosts::ContainerState::Running && c.labels.get(labels::HASH) == Some(&desired.hash)
-    });
-    let seen = if runs && !desired.roles.is_empty() {
-        seen(&Admin::new(client, settings.admin_port)).await
-    } else {
-        ConfigSeen::NotRead
+    let seen = match running_proxy(&containers, &desired.hash) {
+        Some(id) if !desired.roles.is_empty() => seen(&Admin::new(client, settings.admin_port, &id)).await,
+        _ => ProxySeen::default(),
     };
     plan_proxy(&desired, &containers, listing, &seen, switched)
 }
@@ -128,8 +136,8 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result
     };
     let client = ctx.hosts.client(spec);
     let settings = &ctx.config.proxy;
-    let admin = Admin::new(&*client, settings.admin_port);
     let unit = Unit { role: labels::PROXY_ROLE.to_string(), host: host.to_string() };
+    let hash = proxy::hash(settings);
     let lock = ctx.proxies.lock(host);
     let _held = lock.lock().await;
     for _ in 0..ctx.config.max_passes {
@@ -139,9 +147,10 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result
         if plan.actions.is_empty() {
             return Ok(UnitState::Converged);
         }
+        let mut proxy = running_proxy(&proxy_containers(&listing, host), &hash);
         for action in &plan.actions {
             ctx.ensure_leading()?;
-            execute(ctx, &*client, &admin, &unit, action).await?;
+            execute(ctx, &*client, &unit, &mut proxy, action).await?;
         }
     }
     Err(ReconcileError::NotSettled(ctx.config.max_passes))
@@ -155,28 +164,32 @@ pub async fn needs_reconcile(ctx: &Context, snapshot: &Snapshot, host: &str, lis
     !plan_on(&ctx.config.proxy, snapshot, host, &*client, listing, &switched).await.actions.is_empty()
 }
 
-/// What the proxy's admin API shows.
-pub(super) async fn seen(admin: &Admin<'_>) -> ConfigSeen {
-    match admin.observe().await {
+/// What the proxy shows: its config (admin API) and its upstream files.
+pub(super) async fn seen(admin: &Admin<'_>) -> ProxySeen {
+    let config = match admin.observe().await {
         Ok(Some(observed)) => ConfigSeen::Seen(observed),
         Ok(None) => ConfigSeen::Fresh,
         Err(_) => ConfigSeen::NotRead,
-    }
+    };
+    ProxySeen { config, upstreams: admin.upstreams().await.ok() }
 }
 
-/// Performs one of the proxy's actions and records its event.
+/// Performs one of the proxy's actions and records its event. `proxy` is the running proxy container (a create
+/// makes a new one).
 async fn execute(
     ctx: &Context,
     client: &dyn DockerHost,
-    admin: &Admin<'_>,
     unit: &Unit,
+    proxy: &mut Option<String>,
     action: &ProxyAction,
 ) -> Result<(), ReconcileError> {
     let host = &unit.host;
+    let settings = &ctx.config.proxy;
     let host_err = |e: HostError| host_error(host, e);
+    let no_proxy =
+        || ReconcileError::Switch { host: host.clone(), message: "no running proxy container".into() };
     match action {
         ProxyAction::Create { reason } => {
-            let settings = &ctx.config.proxy;
             rollout::ensure_image(&ctx.rollout_env(), client, &settings.image).await.map_err(
                 |e| match e {
                     rollout::RolloutError::Host(e) => host_err(e),
@@ -191,6 +204,7 @@ async fn execute(
             client.start(&id).await.map_err(host_err)?;
             let message =
                 format!("created the proxy {} on {host} ({}): {reason}", short(&id), settings.image);
+            *proxy = Some(id);
             ctx.event(unit, "ProxyCreated", message).await;
         }
         ProxyAction::Start { id, reason } => {
@@ -198,6 +212,7 @@ async fn execute(
                 Ok(()) | Err(HostError::NotFound(_)) => {}
                 Err(e) => return Err(host_err(e)),
             }
+            *proxy = Some(id.clone());
             ctx.event(unit, "ProxyStarted", format!("started the proxy {} on {host}: {reason}", short(id)))
                 .await;
         }
@@ -206,13 +221,21 @@ async fn execute(
             ctx.event(unit, "ProxyRemoved", format!("removed the proxy {} on {host}: {reason}", short(id)))
                 .await;
         }
-        ProxyAction::Load { routes, reason } => {
+        ProxyAction::Load { routes, .. } => {
+            let id = proxy.as_deref().ok_or_else(no_proxy)?;
+            let admin = Admin::new(client, settings.admin_port, id);
             let started = Instant::now();
-            wait_for_admin(admin).await.map_err(|e| proxy_error(host, e))?;
+            wait_for_admin(&admin).await.map_err(|e| proxy_error(host, e))?;
             admin.load(routes).await.map_err(|e| proxy_error(host, e))?;
             let ms = started.elapsed().as_millis();
-            let _ = reason;
             ctx.event(unit, "ProxyLoaded", format!("on {host} in {ms} ms: {action}")).await;
+        }
+        ProxyAction::Point { role, container, address, .. } => {
+            let id = proxy.as_deref().ok_or_else(no_proxy)?;
+            let admin = Admin::new(client, settings.admin_port, id);
+            admin.point(role, address).await.map_err(|e| proxy_error(host, e))?;
+            ctx.proxies.note_switch(host, role, container);
+            ctx.event(unit, "ProxyPointed", format!("on {host}: {action}")).await;
         }
     }
     Ok(())

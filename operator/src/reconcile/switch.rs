@@ -5,7 +5,7 @@
 use ballast_specs::{Role, RoleControl};
 use tokio::time::Instant;
 
-use super::proxy::{host_error, proxy_error};
+use super::proxy::{host_error, proxy_containers, proxy_error, running_proxy};
 use super::{short, Context, ExecError, ReconcileError, Unit};
 use crate::aws::ResolvedSecrets;
 use crate::desired;
@@ -13,23 +13,31 @@ use crate::hosts::{Container, ContainerState, DockerHost};
 use crate::labels;
 use crate::plan::proxy::address;
 use crate::plan::Routed;
-use crate::proxy::{Admin, Proxy, Route, Upstream};
+use crate::proxy::{self, Admin, Proxy, Settings};
 use crate::rollout::{self, RolloutError};
 
-/// Which of `observed` (the unit's containers) the host's proxy routes `role` to. A route whose address is not
-/// its container's (the container got another address) counts as none, and so does a proxy that cannot be read.
-pub async fn routed(admin: &Admin<'_>, role: &Role, observed: &[Container]) -> Routed {
-    let Ok(Some(seen)) = admin.observe().await else { return Routed::Nothing };
-    let Some(upstream) = seen.routes.of(&role.metadata.name).and_then(|r| r.upstream.as_ref()) else {
+/// Which of `observed` (the unit's containers) the host's proxy sends `role`'s requests to: the one whose address
+/// is in the role's upstream file. None when the proxy cannot be read, or the address is none of them (not
+/// running, or the container got another address).
+pub async fn routed(
+    client: &dyn DockerHost,
+    settings: &Settings,
+    listing: &[Container],
+    host: &str,
+    role: &Role,
+    observed: &[Container],
+) -> Routed {
+    let Some(proxy) = running_proxy(&proxy_containers(listing, host), &proxy::hash(settings)) else {
         return Routed::Nothing;
     };
+    let Ok(upstreams) = Admin::new(client, settings.admin_port, &proxy).upstreams().await else {
+        return Routed::Nothing;
+    };
+    let Some(pointed) = upstreams.get(&role.metadata.name) else { return Routed::Nothing };
     let port = role.spec.proxy_target_port().unwrap_or(0);
-    let current = observed.iter().find(|c| c.id == upstream.container);
-    match current.and_then(|c| c.ip.as_deref()) {
-        Some(ip) if address(ip, port) == upstream.address => Routed::To(upstream.container.clone()),
-        Some(_) => Routed::Nothing,
-        // Not running, or not the unit's: still what the proxy routes to (the planner starts or replaces it).
-        None => Routed::To(upstream.container.clone()),
+    match observed.iter().find(|c| c.ip.as_deref().map(|ip| address(ip, port)).as_ref() == Some(pointed)) {
+        Some(c) => Routed::To(c.id.clone()),
+        None => Routed::Nothing,
     }
 }
 
@@ -77,8 +85,8 @@ pub(super) struct Target<'a> {
     pub from: Option<&'a str>,
 }
 
-/// Points the proxy's route of the role at the [`Target`] (`Action::Switch`), and records the event with how long
-/// the switch took.
+/// Points the role's upstream at the [`Target`] (`Action::Switch`): its next requests go there, those in flight
+/// finish where they are. Records the event with how long the switch took.
 pub(super) async fn switch(
     ctx: &Context,
     client: &dyn DockerHost,
@@ -89,66 +97,51 @@ pub(super) async fn switch(
     target: Target<'_>,
 ) -> Result<(), ExecError> {
     let host = &unit.host;
-    let fail = |e: ReconcileError| ExecError::Reconcile(e);
+    let fail = ExecError::Reconcile;
     let started = Instant::now();
-    let target = match target.to {
-        Some(id) => client.inspect(id).await.map_err(|e| fail(host_error(host, e)))?,
+    let Some(port) = role.spec.proxy_target_port() else { return Ok(()) };
+    let settings = &ctx.config.proxy;
+    let lock = ctx.proxies.lock(host);
+    let held = lock.lock().await;
+    let listing = client.list().await.map_err(|e| fail(host_error(host, e)))?;
+    let of_unit = |c: &&Container| {
+        c.labels.get(labels::ROLE) == Some(&unit.role)
+            && c.labels.get(labels::HOST) == Some(host)
+            && c.state == ContainerState::Running
+    };
+    let chosen = match target.to {
+        Some(id) => listing.iter().filter(of_unit).find(|c| c.id == id),
         None => {
-            let from = target.from;
             let hash = desired::hash(role, control, secrets);
-            let listing = client.list().await.map_err(|e| fail(host_error(host, e)))?;
-            listing.into_iter().find(|c| {
-                c.labels.get(labels::ROLE) == Some(&unit.role)
-                    && c.labels.get(labels::HOST) == Some(host)
-                    && c.labels.get(labels::HASH) == Some(&hash)
-                    && c.state == ContainerState::Running
-                    && Some(c.id.as_str()) != from
-            })
+            listing
+                .iter()
+                .filter(of_unit)
+                .find(|c| c.labels.get(labels::HASH) == Some(&hash) && Some(c.id.as_str()) != target.from)
         }
     };
-    let Some((target, ip)) = target.and_then(|c| {
-        let ip = c.ip.clone()?;
-        Some((c, ip))
-    }) else {
+    let Some((chosen, ip)) = chosen.and_then(|c| Some((c, c.ip.as_deref()?))) else {
         let message = "the container to switch to is not running".to_string();
         return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
     };
-    let (Some(proxy), Some(port)) = (&role.spec.proxy, role.spec.proxy_target_port()) else { return Ok(()) };
-    let upstream = Upstream { container: target.id.clone(), address: address(&ip, port) };
-    let admin = admin(ctx, client);
-    let lock = ctx.proxies.lock(host);
-    let held = lock.lock().await;
-    let seen = admin.observe().await.map_err(|e| fail(proxy_error(host, e)))?;
-    let mut routes = seen.map(|s| s.routes).unwrap_or_default();
-    let from = routes.of(&unit.role).and_then(|r| r.upstream.clone());
-    match routes.routes.iter_mut().find(|r| r.role == unit.role) {
-        Some(route) => route.upstream = Some(upstream),
-        None => {
-            routes.routes.push(Route {
-                role: unit.role.clone(),
-                port: proxy.port,
-                hosts: proxy.hosts.clone(),
-                upstream: Some(upstream),
-            });
-            routes.grace = routes.grace.max(proxy.drain_timeout.as_std());
-        }
-    }
-    admin.load(&routes).await.map_err(|e| fail(proxy_error(host, e)))?;
-    ctx.proxies.note_switch(host, &unit.role, &target.id);
+    let Some(proxy) = running_proxy(&proxy_containers(&listing, host), &proxy::hash(settings)) else {
+        let message = "the host's proxy is not running yet".to_string();
+        return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
+    };
+    let admin = Admin::new(client, settings.admin_port, &proxy);
+    admin.point(&unit.role, &address(ip, port)).await.map_err(|e| fail(proxy_error(host, e)))?;
+    ctx.proxies.note_switch(host, &unit.role, &chosen.id);
     drop(held);
     let ms = started.elapsed().as_millis();
-    let from = from.map_or("nothing".to_string(), |u| short(&u.container).to_string());
-    let message = format!(
-        "switched the proxy's :{} on {host} from {from} to {} in {ms} ms",
-        proxy.port,
-        short(&target.id)
-    );
+    let from = target.from.map_or("nothing", short);
+    let port = role.spec.proxy.as_ref().map_or(0, |p| p.port);
+    let message =
+        format!("switched the proxy's :{port} on {host} from {from} to {} in {ms} ms", short(&chosen.id));
     ctx.event(unit, "Switched", message).await;
     Ok(())
 }
 
 /// Lets the requests in flight on `id` finish (at most the role's drain timeout), then stops and removes it
-/// (`Action::Retire`). The proxy must not route to it any more.
+/// (`Action::Retire`). The proxy must not send the role's requests to it any more.
 pub(super) async fn retire(
     ctx: &Context,
     client: &dyn DockerHost,
@@ -158,24 +151,34 @@ pub(super) async fn retire(
     drain: std::time::Duration,
 ) -> Result<(), ExecError> {
     let host = &unit.host;
-    let fail = |e: ReconcileError| ExecError::Reconcile(e);
-    let Some(old) = client.inspect(id).await.map_err(|e| fail(host_error(host, e)))? else { return Ok(()) };
-    let admin = admin(ctx, client);
-    let seen = admin.observe().await.map_err(|e| fail(proxy_error(host, e)))?;
-    let routed = seen.as_ref().and_then(|s| s.routes.of(&unit.role)).and_then(|r| r.upstream.as_ref());
-    if routed.is_some_and(|u| u.container == old.id) {
-        let message = format!("the proxy still routes to {}", short(id));
-        return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
-    }
+    let fail = ExecError::Reconcile;
+    let settings = &ctx.config.proxy;
+    let listing = client.list().await.map_err(|e| fail(host_error(host, e)))?;
+    let Some(old) = listing.iter().find(|c| c.id == id) else { return Ok(()) };
     let port = role.spec.proxy_target_port().unwrap_or(0);
-    let drained = match &old.ip {
-        Some(ip) => Some(
-            rollout::drain(&admin, &address(ip, port), drain)
-                .await
-                .map_err(|e| fail(proxy_error(host, e)))?,
-        ),
-        None => None,
-    };
+    let old_address = old.ip.as_deref().map(|ip| address(ip, port));
+    let drained =
+        match (&old_address, running_proxy(&proxy_containers(&listing, host), &proxy::hash(settings))) {
+            (Some(old_address), Some(proxy)) => {
+                let admin = Admin::new(client, settings.admin_port, &proxy);
+                let upstreams = admin.upstreams().await.map_err(|e| fail(proxy_error(host, e)))?;
+                if upstreams.get(&unit.role) == Some(old_address) {
+                    let message = format!("the proxy still sends {} to {}", unit.role, short(id));
+                    return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
+                }
+                Some(
+                    rollout::drain(&admin, old_address, drain)
+                        .await
+                        .map_err(|e| fail(proxy_error(host, e)))?,
+                )
+            }
+            (Some(_), None) => {
+                // A new proxy would point the role at its oldest running container: this one. Wait for it.
+                let message = "the host's proxy is not running: nothing can be drained".to_string();
+                return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
+            }
+            (None, _) => None,
+        };
     client.stop(id, ctx.config.stop_grace).await.map_err(|e| fail(host_error(host, e)))?;
     client.remove(id).await.map_err(|e| fail(host_error(host, e)))?;
     let how = match drained {
@@ -187,10 +190,6 @@ pub(super) async fn retire(
     };
     ctx.event(unit, "Retired", format!("retired {} on {host}: {how}", short(id))).await;
     Ok(())
-}
-
-pub(super) fn admin<'a>(ctx: &Context, client: &'a dyn DockerHost) -> Admin<'a> {
-    Admin::new(client, ctx.config.proxy.admin_port)
 }
 
 fn rollout_error(unit: &Unit, e: RolloutError) -> ExecError {

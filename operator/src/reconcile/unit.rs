@@ -69,7 +69,8 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
         };
         let mut desired = ctx.desired(role, unit, &control, secrets.as_ref());
         if let Some(proxied) = &mut desired.proxy {
-            proxied.routed = switch::routed(&switch::admin(ctx, &*client), role, &observed).await;
+            proxied.routed =
+                switch::routed(&*client, &ctx.config.proxy, &listing, &unit.host, role, &observed).await;
         }
         let plan = plan::plan(Some(&desired), &observed);
         if plan.actions.is_empty() {

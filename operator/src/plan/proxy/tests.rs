@@ -5,7 +5,8 @@
 //! `role ROLE port=P target=T [hosts=A,B] [drain=SECONDS]` (a proxied role on the host; none: the proxy goes);
 //! `proxy ID hash=H STATE` (a proxy container); `container ID role=R gen=N STATE [ip=IP]` (an app container);
 //! `config notread|fresh|exact|changed` (what the admin API showed; with `exact` or `changed`, the routes of the
-//! `route ROLE port=P [hosts=A,B] [to=ID@ADDRESS]` lines, and grace of the `grace MS` line);
+//! `route ROLE port=P [hosts=A,B]` lines, and grace of the `grace MS` line);
+//! `upstream ROLE ADDRESS|-` (a role's upstream file, `-` empty; with no such line, the files were not read);
 //! `switched ROLE=ID` (the container a role's last switch chose).
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ fn check(fixture: &str, expect: Expect) {
     expect.assert_eq(&out);
 }
 
-type Fixture = (ProxyDesired, Vec<Container>, Vec<Container>, ConfigSeen, BTreeMap<String, String>);
+type Fixture = (ProxyDesired, Vec<Container>, Vec<Container>, ProxySeen, BTreeMap<String, String>);
 
 fn parse_fixture(fixture: &str) -> Fixture {
     let mut desired =
@@ -37,6 +38,7 @@ fn parse_fixture(fixture: &str) -> Fixture {
     let (mut proxies, mut listing, mut switched) = (Vec::new(), Vec::new(), BTreeMap::new());
     let mut config = "notread".to_string();
     let mut routes = Routes::default();
+    let mut upstreams: Option<BTreeMap<String, String>> = None;
     for line in fixture.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let mut words = line.split_whitespace();
         let head = words.next().unwrap();
@@ -81,11 +83,11 @@ fn parse_fixture(fixture: &str) -> Fixture {
                 role: subject.into(),
                 port: fields["port"].parse().unwrap(),
                 hosts: hosts(),
-                upstream: fields.get("to").map(|to| {
-                    let (container, address) = to.split_once('@').unwrap();
-                    Upstream { container: container.into(), address: address.into() }
-                }),
             }),
+            "upstream" => {
+                let address = if flags[0] == "-" { "" } else { flags[0] };
+                upstreams.get_or_insert_with(BTreeMap::new).insert(subject.to_string(), address.to_string());
+            }
             "switched" => {
                 let (role, id) = subject.split_once('=').unwrap();
                 switched.insert(role.to_string(), id.to_string());
@@ -93,14 +95,14 @@ fn parse_fixture(fixture: &str) -> Fixture {
             other => panic!("unknown fixture line {other}"),
         }
     }
-    let seen = match config.as_str() {
+    let config = match config.as_str() {
         "notread" => ConfigSeen::NotRead,
         "fresh" => ConfigSeen::Fresh,
         "exact" => ConfigSeen::Seen(Observed { routes, exact: true }),
         "changed" => ConfigSeen::Seen(Observed { routes, exact: false }),
         other => panic!("unknown config {other}"),
     };
-    (desired, proxies, listing, seen, switched)
+    (desired, proxies, listing, ProxySeen { config, upstreams }, switched)
 }
 
 fn container(id: &str, role: &str, more: BTreeMap<&str, &str>, state: &str, ip: Option<&str>) -> Container {
@@ -128,14 +130,15 @@ fn container(id: &str, role: &str, more: BTreeMap<&str, &str>, state: &str, ip: 
 }
 
 #[test]
-fn a_host_with_a_proxied_role_gets_a_proxy_routing_to_its_container() {
+fn a_host_with_a_proxied_role_gets_a_proxy_pointing_at_its_container() {
     check(
         "role web port=80 target=3000
          container c1 role=web gen=1 running ip=172.18.0.2",
         expect![[r#"
             message: no proxy container (caddy:2)
             create the proxy (no proxy container (caddy:2))
-            load routes :80 web → c1 (routes of a new proxy)
+            load the proxy's config: web on :80 (routes of a new proxy)
+            point web at c1 (172.18.0.2:3000; web is pointed nowhere)
         "#]],
     );
 }
@@ -148,28 +151,31 @@ fn a_converged_proxy_does_nothing() {
          container c1 role=web gen=1 running ip=172.18.0.2
          config exact
          grace 30000
-         route web port=80 to=c1@172.18.0.2:3000",
+         route web port=80
+         upstream web 172.18.0.2:3000",
         expect![[r#""#]],
     );
 }
 
 #[test]
-fn a_fresh_proxy_gets_the_oldest_running_container_during_a_rollout() {
+fn a_fresh_proxy_points_at_the_oldest_running_container_during_a_rollout() {
     check(
         "role web port=80 target=3000
          proxy p-a hash=p1 running
          container c1 role=web gen=1 running ip=172.18.0.2
          container c2 role=web gen=2 running ip=172.18.0.3
-         config fresh",
+         config fresh
+         upstream web -",
         expect![[r#"
-            message: the proxy has no config
-            load routes :80 web → c1 (the proxy has no config)
+            message: the proxy has no config; pointing roles at their containers
+            load the proxy's config: web on :80 (the proxy has no config)
+            point web at c1 (172.18.0.2:3000; web is pointed nowhere)
         "#]],
     );
 }
 
 #[test]
-fn a_route_keeps_its_running_container_and_follows_the_last_switch_when_it_is_gone() {
+fn an_upstream_keeps_its_running_container_and_follows_the_last_switch_when_it_is_gone() {
     check(
         "role web port=80 target=3000
          role api port=80 target=8080 hosts=api.example.com
@@ -180,28 +186,45 @@ fn a_route_keeps_its_running_container_and_follows_the_last_switch_when_it_is_go
          container a2 role=api gen=2 running ip=172.18.0.5
          config exact
          grace 30000
-         route web port=80 to=c2@172.18.0.3:3000
-         route api port=80 hosts=api.example.com to=gone@172.18.0.9:8080
+         route api port=80 hosts=api.example.com
+         route web port=80
+         upstream web 172.18.0.3:3000
+         upstream api 172.18.0.9:8080
          switched api=a2",
         expect![[r#"
-            message: routes: api → a2 (was gone)
-            load routes :80 api → a2, :80 web → c2 (routes: api → a2 (was gone))
+            message: pointing roles at their containers
+            point api at a2 (172.18.0.5:8080; 172.18.0.9:8080 is no running container of api)
         "#]],
     );
 }
 
 #[test]
-fn a_config_changed_by_hand_is_loaded_again() {
+fn a_config_changed_by_hand_or_a_new_role_is_loaded_again() {
     check(
         "role web port=80 target=3000
          proxy p-a hash=p1 running
          container c1 role=web gen=1 running ip=172.18.0.2
          config changed
          grace 30000
-         route web port=80 to=c1@172.18.0.2:3000",
+         route web port=80
+         upstream web 172.18.0.2:3000",
         expect![[r#"
             message: the proxy's config was changed outside ballast
-            load routes :80 web → c1 (the proxy's config was changed outside ballast)
+            load the proxy's config: web on :80 (the proxy's config was changed outside ballast)
+        "#]],
+    );
+    check(
+        "role web port=80 target=3000
+         role api port=8080 target=3000
+         proxy p-a hash=p1 running
+         container c1 role=web gen=1 running ip=172.18.0.2
+         config exact
+         grace 30000
+         route web port=80
+         upstream web 172.18.0.2:3000",
+        expect![[r#"
+            message: routes: api on :8080 added
+            load the proxy's config: web on :80, api on :8080 (routes: api on :8080 added)
         "#]],
     );
 }
@@ -215,7 +238,7 @@ fn a_stopped_proxy_is_started_and_a_stale_one_replaced() {
         expect![[r#"
             message: proxy container p-a is exited
             start the proxy p-a (proxy container p-a is exited)
-            load routes :80 web → c1 (routes of a restarted proxy)
+            load the proxy's config: web on :80 (routes of a restarted proxy)
         "#]],
     );
     check(
@@ -226,26 +249,26 @@ fn a_stopped_proxy_is_started_and_a_stale_one_replaced() {
             message: no proxy container (caddy:2)
             remove the proxy p-old (proxy of other settings (img))
             create the proxy (no proxy container (caddy:2))
-            load routes :80 web → c1 (routes of a new proxy)
+            load the proxy's config: web on :80 (routes of a new proxy)
+            point web at c1 (172.18.0.2:3000; web is pointed nowhere)
         "#]],
     );
 }
 
 #[test]
-fn a_stopped_container_keeps_its_route_and_a_role_without_one_is_answered_503() {
+fn a_stopped_container_keeps_its_upstream_and_a_role_with_none_running_is_left_alone() {
     check(
         "role web port=80 target=3000 drain=0
          role api port=8080 target=3000
          proxy p-a hash=p1 running
          container c1 role=web gen=1 exited
          config exact
-         grace 1000
-         route web port=80 to=c1@172.18.0.2:3000
-         route api port=8080 to=a1@172.18.0.3:3000",
-        expect![[r#"
-            message: routes: api → none (was a1); grace 30000 ms (was 1000 ms)
-            load routes :80 web → c1, :8080 api → none (routes: api → none (was a1); grace 30000 ms (was 1000 ms))
-        "#]],
+         grace 30000
+         route web port=80
+         route api port=8080
+         upstream web 172.18.0.2:3000
+         upstream api 172.18.0.3:3000",
+        expect![[r#""#]],
     );
 }
 

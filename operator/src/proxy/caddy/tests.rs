@@ -1,7 +1,7 @@
 //! Data-driven snapshot tests of the Caddy config: routes written as fixture lines in, the config out
 //! (`UPDATE_EXPECT=1` to refresh); every config read back gives the same routes, exactly.
 //!
-//! Fixture lines: `grace DURATION_MS`; `route ROLE port=P [hosts=A,B] [to=CONTAINER@IP:PORT]`.
+//! Fixture lines: `grace DURATION_MS`; `route ROLE port=P [hosts=A,B]`.
 
 use std::time::Duration;
 
@@ -33,17 +33,12 @@ fn parse_fixture(fixture: &str) -> Routes {
             "grace" => routes.grace = Duration::from_millis(words.next().unwrap().parse().unwrap()),
             "route" => {
                 let role = words.next().unwrap().to_string();
-                let mut route = Route { role, port: 0, hosts: Vec::new(), upstream: None };
+                let mut route = Route { role, port: 0, hosts: Vec::new() };
                 for word in words {
                     let (key, value) = word.split_once('=').unwrap();
                     match key {
                         "port" => route.port = value.parse().unwrap(),
                         "hosts" => route.hosts = value.split(',').map(str::to_string).collect(),
-                        "to" => {
-                            let (container, address) = value.split_once('@').unwrap();
-                            route.upstream =
-                                Some(Upstream { container: container.into(), address: address.into() });
-                        }
                         other => panic!("unknown key {other}"),
                     }
                 }
@@ -59,7 +54,7 @@ fn parse_fixture(fixture: &str) -> Routes {
 fn one_role_on_one_port() {
     check(
         "grace 30000
-         route web port=80 to=c1@172.18.0.3:3000",
+         route web port=80",
         expect![[r#"
             {
               "admin": {
@@ -84,12 +79,11 @@ fn one_role_on_one_port() {
                               "handler": "reverse_proxy",
                               "load_balancing": {
                                 "try_duration": "5s",
-                                "try_interval": "100ms"
+                                "try_interval": "25ms"
                               },
                               "upstreams": [
                                 {
-                                  "@id": "ballast.web.c1",
-                                  "dial": "172.18.0.3:3000"
+                                  "dial": "{file./ballast/upstreams/web}"
                                 }
                               ]
                             }
@@ -110,8 +104,8 @@ fn one_role_on_one_port() {
 fn roles_sharing_a_port_by_host_name_then_a_catch_all() {
     check(
         "grace 1500
-         route web port=80 to=c1@172.18.0.3:3000
-         route api port=80 hosts=api.example.com,*.api.example.com to=c2@172.18.0.4:8080",
+         route web port=80
+         route api port=80 hosts=api.example.com,*.api.example.com",
         expect![[r#"
             {
               "admin": {
@@ -136,12 +130,11 @@ fn roles_sharing_a_port_by_host_name_then_a_catch_all() {
                               "handler": "reverse_proxy",
                               "load_balancing": {
                                 "try_duration": "5s",
-                                "try_interval": "100ms"
+                                "try_interval": "25ms"
                               },
                               "upstreams": [
                                 {
-                                  "@id": "ballast.api.c2",
-                                  "dial": "172.18.0.4:8080"
+                                  "dial": "{file./ballast/upstreams/api}"
                                 }
                               ]
                             }
@@ -163,12 +156,11 @@ fn roles_sharing_a_port_by_host_name_then_a_catch_all() {
                               "handler": "reverse_proxy",
                               "load_balancing": {
                                 "try_duration": "5s",
-                                "try_interval": "100ms"
+                                "try_interval": "25ms"
                               },
                               "upstreams": [
                                 {
-                                  "@id": "ballast.web.c1",
-                                  "dial": "172.18.0.3:3000"
+                                  "dial": "{file./ballast/upstreams/web}"
                                 }
                               ]
                             }
@@ -186,7 +178,7 @@ fn roles_sharing_a_port_by_host_name_then_a_catch_all() {
 }
 
 #[test]
-fn a_role_without_a_container_answers_503_and_unclaimed_names_404() {
+fn names_no_role_takes_answer_404() {
     check(
         "grace 0
          route api port=8080 hosts=api.example.com",
@@ -211,14 +203,16 @@ fn a_role_without_a_container_answers_503_and_unclaimed_names_404() {
                           "@id": "ballast.api",
                           "handle": [
                             {
-                              "body": "no container of role api is ready on this host\n",
-                              "handler": "static_response",
-                              "headers": {
-                                "Retry-After": [
-                                  "1"
-                                ]
+                              "handler": "reverse_proxy",
+                              "load_balancing": {
+                                "try_duration": "5s",
+                                "try_interval": "25ms"
                               },
-                              "status_code": 503
+                              "upstreams": [
+                                {
+                                  "dial": "{file./ballast/upstreams/api}"
+                                }
+                              ]
                             }
                           ],
                           "match": [
@@ -253,13 +247,14 @@ fn a_role_without_a_container_answers_503_and_unclaimed_names_404() {
 #[test]
 fn no_config_is_no_routes_and_a_changed_one_is_not_exact() {
     assert_eq!(read(&serde_json::Value::Null, ADMIN), None);
-    let routes = parse_fixture("grace 30000\nroute web port=80 to=c1@172.18.0.3:3000");
+    let routes = parse_fixture("grace 30000\nroute web port=80");
     let mut config = build(&routes, ADMIN);
     config["apps"]["http"]["servers"]["ballast-80"]["routes"][0]["handle"][0]["upstreams"][0]["dial"] =
         json!("172.18.0.9:3000");
     let changed = read(&config, ADMIN).unwrap();
-    assert!(changed.exact, "another address is another route, still written the way ballast writes it");
-    assert_eq!(changed.routes.of("web").unwrap().upstream.as_ref().unwrap().address, "172.18.0.9:3000");
+    assert_eq!(changed.routes, routes, "the routes are still read");
+    assert!(!changed.exact, "an upstream written into the config is not ballast's config");
+    config = build(&routes, ADMIN);
     config["apps"]["http"]["servers"]["ballast-80"]["listen"] = json!([":8080"]);
     assert!(!read(&config, ADMIN).unwrap().exact, "a changed listener is not ballast's config");
     let foreign = json!({"apps": {"http": {"servers": {"srv0": {"listen": [":80"]}}}}});
