@@ -8,7 +8,7 @@ use ballast_specs::{Role, Strategy};
 use tokio::time::Instant;
 
 use crate::aws::RegistryCredentials;
-use crate::hosts::{ContainerConfig, ContainerState, DockerHost, HostError};
+use crate::hosts::{Container, ContainerConfig, ContainerState, DockerHost, HostError};
 
 /// What a rollout needs from the reconciler: its knobs and the registry's credentials.
 #[derive(Clone, Copy)]
@@ -71,7 +71,7 @@ pub async fn deploy(
         return Err(RolloutError::Failed(format!("start failed: {e}")));
     }
     match wait_healthy(env, client, role, &new).await {
-        Ok(()) => {
+        Ok(_) => {
             if let Some(old) = old {
                 if !stop_first {
                     client.stop(old, env.stop_grace).await?;
@@ -109,7 +109,7 @@ pub async fn finish(
         }
     }
     match wait_healthy(env, client, role, new).await {
-        Ok(()) => {
+        Ok(_) => {
             for o in old {
                 client.remove(o).await?;
             }
@@ -182,13 +182,14 @@ fn is_auth_error(message: &str) -> bool {
 }
 
 /// Waits until the container is healthy: its HTTP check answers 2xx, or (without a check) it has stayed
-/// running for `settle`. Fails when it exits, disappears, or `deployTimeout` passes.
+/// running for `settle`. Fails when it exits, disappears, or `deployTimeout` passes. Returns the container as
+/// last inspected (its address included).
 async fn wait_healthy(
     env: &Env<'_>,
     client: &dyn DockerHost,
     role: &Role,
     id: &str,
-) -> Result<(), RolloutError> {
+) -> Result<Container, RolloutError> {
     let spec = &role.spec;
     let started = Instant::now();
     let deadline = started + spec.deploy_timeout.as_std();
@@ -216,7 +217,7 @@ async fn wait_healthy(
                 Some(ip) => {
                     let timeout = health.timeout.as_std();
                     match client.http_get(ip, health.http.port, &health.http.path, timeout).await {
-                        Ok(code) if (200..300).contains(&code) => return Ok(()),
+                        Ok(code) if (200..300).contains(&code) => return Ok(c),
                         Ok(code) => last = format!("GET {} answered {code}", health.http.path),
                         Err(e) if matches!(e, HostError::HostKey(_)) => return Err(e.into()),
                         Err(e) => last = format!("GET {}: {e}", health.http.path),
@@ -224,7 +225,7 @@ async fn wait_healthy(
                 }
                 None => last = "the container has no IP address".into(),
             },
-            (None, Some(since)) if since.elapsed() >= env.settle => return Ok(()),
+            (None, Some(since)) if since.elapsed() >= env.settle => return Ok(c),
             _ => {}
         }
         let now = Instant::now();

@@ -35,6 +35,10 @@ pub struct Proxies {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per host, per role: the container its last switch chose.
     switched: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Per unit: the container its last launch or health check found healthy, for the switch that follows.
+    healthy: Mutex<HashMap<Unit, Container>>,
+    /// Per host: the running proxy container last seen.
+    proxies: Mutex<HashMap<String, String>>,
 }
 
 impl Proxies {
@@ -53,6 +57,32 @@ impl Proxies {
             .entry(host.to_string())
             .or_default()
             .insert(role.to_string(), container.to_string());
+    }
+
+    pub(super) fn note_healthy(&self, unit: &Unit, container: Container) {
+        lock(&self.healthy).insert(unit.clone(), container);
+    }
+
+    /// The container the unit's last launch or health check found healthy (taken: a switch uses it once).
+    pub(super) fn healthy(&self, unit: &Unit) -> Option<Container> {
+        lock(&self.healthy).remove(unit)
+    }
+
+    /// Notes the running proxy container of `host` (or that there is none).
+    pub(super) fn note_proxy(&self, host: &str, id: Option<&str>) {
+        match id {
+            Some(id) => lock(&self.proxies).insert(host.to_string(), id.to_string()),
+            None => lock(&self.proxies).remove(host),
+        };
+    }
+
+    /// The running proxy container of `host` last seen.
+    pub(super) fn proxy_of(&self, host: &str) -> Option<String> {
+        lock(&self.proxies).get(host).cloned()
+    }
+
+    pub(super) fn forget_proxy(&self, host: &str) {
+        lock(&self.proxies).remove(host);
     }
 }
 
@@ -145,12 +175,15 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result
         let switched = ctx.proxies.switched(host);
         let plan = plan_on(settings, snapshot, host, &*client, &listing, &switched).await;
         if plan.actions.is_empty() {
+            ctx.proxies.note_proxy(host, running_proxy(&proxy_containers(&listing, host), &hash).as_deref());
             return Ok(UnitState::Converged);
         }
         let mut proxy = running_proxy(&proxy_containers(&listing, host), &hash);
+        ctx.proxies.note_proxy(host, proxy.as_deref());
         for action in &plan.actions {
             ctx.ensure_leading()?;
             execute(ctx, &*client, &unit, &mut proxy, action).await?;
+            ctx.proxies.note_proxy(host, proxy.as_deref());
         }
     }
     Err(ReconcileError::NotSettled(ctx.config.max_passes))

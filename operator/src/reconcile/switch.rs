@@ -54,15 +54,16 @@ pub(super) async fn launch(
     let suffix = hex::encode(rand::random::<[u8; 3]>());
     let config = desired::container_config(role, &unit.host, control, secrets, &suffix);
     let started = Instant::now();
-    let id = rollout::launch(&ctx.rollout_env(), client, role, config)
+    let healthy = rollout::launch(&ctx.rollout_env(), client, role, config)
         .await
         .map_err(|e| rollout_error(unit, e))?;
     let ms = started.elapsed().as_millis();
     let message = format!(
         "started {} on {} beside the serving one ({reason}); healthy after {ms} ms",
-        short(&id),
+        short(&healthy.id),
         unit.host
     );
+    ctx.proxies.note_healthy(unit, healthy);
     ctx.event(unit, "Launched", message).await;
     Ok(())
 }
@@ -75,7 +76,10 @@ pub(super) async fn verify(
     role: &Role,
     id: &str,
 ) -> Result<(), ExecError> {
-    rollout::verify(&ctx.rollout_env(), client, role, id).await.map_err(|e| rollout_error(unit, e))
+    let healthy =
+        rollout::verify(&ctx.rollout_env(), client, role, id).await.map_err(|e| rollout_error(unit, e))?;
+    ctx.proxies.note_healthy(unit, healthy);
+    Ok(())
 }
 
 /// The container a switch goes to: `to`, or else the unit's running container of the desired spec that is not
@@ -103,32 +107,45 @@ pub(super) async fn switch(
     let settings = &ctx.config.proxy;
     let lock = ctx.proxies.lock(host);
     let held = lock.lock().await;
-    let listing = client.list().await.map_err(|e| fail(host_error(host, e)))?;
-    let of_unit = |c: &&Container| {
-        c.labels.get(labels::ROLE) == Some(&unit.role)
-            && c.labels.get(labels::HOST) == Some(host)
-            && c.state == ContainerState::Running
+    // The container just made healthy and the proxy last seen spare a listing: the switch is one call.
+    let wanted = |c: &Container| match target.to {
+        Some(id) => c.id == id,
+        None => Some(c.id.as_str()) != target.from,
     };
-    let chosen = match target.to {
-        Some(id) => listing.iter().filter(of_unit).find(|c| c.id == id),
-        None => {
+    let remembered = ctx.proxies.healthy(unit).filter(|c| wanted(c) && c.ip.is_some());
+    let (chosen, proxy) = match (remembered, ctx.proxies.proxy_of(host)) {
+        (Some(chosen), Some(proxy)) => (chosen, proxy),
+        _ => {
+            let listing = client.list().await.map_err(|e| fail(host_error(host, e)))?;
+            let proxy = running_proxy(&proxy_containers(&listing, host), &proxy::hash(settings));
+            ctx.proxies.note_proxy(host, proxy.as_deref());
             let hash = desired::hash(role, control, secrets);
-            listing
-                .iter()
-                .filter(of_unit)
-                .find(|c| c.labels.get(labels::HASH) == Some(&hash) && Some(c.id.as_str()) != target.from)
+            let chosen = listing.into_iter().find(|c| {
+                c.labels.get(labels::ROLE) == Some(&unit.role)
+                    && c.labels.get(labels::HOST) == Some(host)
+                    && c.state == ContainerState::Running
+                    && c.ip.is_some()
+                    && wanted(c)
+                    && (target.to.is_some() || c.labels.get(labels::HASH) == Some(&hash))
+            });
+            let Some(chosen) = chosen else {
+                let message = "the container to switch to is not running".to_string();
+                return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
+            };
+            let Some(proxy) = proxy else {
+                let message = "the host's proxy is not running yet".to_string();
+                return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
+            };
+            (chosen, proxy)
         }
     };
-    let Some((chosen, ip)) = chosen.and_then(|c| Some((c, c.ip.as_deref()?))) else {
-        let message = "the container to switch to is not running".to_string();
-        return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
-    };
-    let Some(proxy) = running_proxy(&proxy_containers(&listing, host), &proxy::hash(settings)) else {
-        let message = "the host's proxy is not running yet".to_string();
-        return Err(fail(ReconcileError::Switch { host: host.clone(), message }));
-    };
+    let ip = chosen.ip.clone().unwrap_or_default();
     let admin = Admin::new(client, settings.admin_port, &proxy);
-    admin.point(&unit.role, &address(ip, port)).await.map_err(|e| fail(proxy_error(host, e)))?;
+    if let Err(e) = admin.point(&unit.role, &address(&ip, port)).await {
+        // The proxy was replaced since it was last seen: the next pass lists the host again.
+        ctx.proxies.forget_proxy(host);
+        return Err(fail(proxy_error(host, e)));
+    }
     ctx.proxies.note_switch(host, &unit.role, &chosen.id);
     drop(held);
     let ms = started.elapsed().as_millis();

@@ -8,7 +8,7 @@ use ballast_specs::Role;
 use tokio::time::Instant;
 
 use super::{ensure_image, wait_healthy, Env, RolloutError};
-use crate::hosts::{ContainerConfig, DockerHost};
+use crate::hosts::{Container, ContainerConfig, DockerHost};
 use crate::proxy::{self, Proxy, ProxyError};
 
 /// How often the requests in flight on a draining container are counted.
@@ -22,14 +22,14 @@ pub struct Drained {
     pub left: u64,
 }
 
-/// Creates, starts and health-checks a container made from `config` on the proxied roles' network. Returns its id;
-/// on failure it is removed and the rollout fails.
+/// Creates, starts and health-checks a container made from `config` on the proxied roles' network. Returns it as
+/// seen healthy (its address included); on failure it is removed and the rollout fails.
 pub async fn launch(
     env: &Env<'_>,
     client: &dyn DockerHost,
     role: &Role,
     config: ContainerConfig,
-) -> Result<String, RolloutError> {
+) -> Result<Container, RolloutError> {
     client.ensure_network(proxy::NETWORK, &proxy::network_labels()).await?;
     ensure_image(env, client, &config.image).await?;
     let new = match client.create(&config).await {
@@ -37,17 +37,17 @@ pub async fn launch(
         Err(e) if e.is_unreachable() => return Err(e.into()),
         Err(e) => return Err(RolloutError::Failed(format!("create failed: {e}"))),
     };
-    verify(env, client, role, &new).await?;
-    Ok(new)
+    verify(env, client, role, &new).await
 }
 
-/// Makes sure the container `id` runs and passes its health check; on failure it is removed.
+/// Makes sure the container `id` runs and passes its health check; on failure it is removed. Returns it as seen
+/// healthy.
 pub async fn verify(
     env: &Env<'_>,
     client: &dyn DockerHost,
     role: &Role,
     id: &str,
-) -> Result<(), RolloutError> {
+) -> Result<Container, RolloutError> {
     if let Err(e) = client.start(id).await {
         if e.is_unreachable() {
             return Err(e.into());
@@ -56,7 +56,7 @@ pub async fn verify(
         return Err(RolloutError::Failed(format!("start failed: {e}")));
     }
     match wait_healthy(env, client, role, id).await {
-        Ok(()) => Ok(()),
+        Ok(healthy) => Ok(healthy),
         Err(RolloutError::Failed(reason)) => {
             client.remove(id).await?;
             Err(RolloutError::Failed(reason))
