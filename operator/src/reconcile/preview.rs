@@ -13,6 +13,7 @@ use super::switch::routed;
 use super::{proxy, Unit};
 use crate::aws::SecretSource;
 use crate::hosts::{Container, HostPool};
+use crate::labels;
 use crate::plan::{self, Plan};
 use crate::proxy::Settings;
 use crate::store::{Snapshot, SpecStore, StoreError};
@@ -40,7 +41,7 @@ impl Preview {
     pub async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError> {
         let snapshot = self.store.snapshot().await?;
         if let Some(role) = role {
-            if !snapshot.roles.iter().any(|r| r.metadata.name == role) {
+            if role != labels::PROXY_ROLE && !snapshot.roles.iter().any(|r| r.metadata.name == role) {
                 return Err(StoreError::NotFound { kind: "role", name: role.to_string() });
             }
         }
