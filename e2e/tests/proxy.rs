@@ -89,6 +89,15 @@ async fn an_image_change_under_load_loses_no_request() -> Result<()> {
         plan.contains("switch the proxy's :80").then_some(plan)
     })?;
     ensure!(plan.contains("drain"), "the plan drains the old container:\n{plan}");
+    // The admin API, the upstream files and the health checks share the host's one SSH connection.
+    let mut samples = 0;
+    while stage.status("web", "h1").is_some_and(|s| s.state != UnitState::Converged) && samples < 40 {
+        let seen_by_sshd = rig.ctl(&["sshconns", "1"])?;
+        ensure!(seen_by_sshd.lines().count() == 1, "h1's sshd has these connections: {seen_by_sshd}");
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    ensure!(samples > 0, "no sample of h1's ssh connections was taken during the rollout");
     stage.converge()?;
     std::thread::sleep(Duration::from_secs(2));
     let report = running.finish();
@@ -194,5 +203,33 @@ async fn a_proxy_removed_by_hand_comes_back_by_itself() -> Result<()> {
         "{}",
         text(&stage.ballastd.ballast(&["status"]))
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rollout_cut_by_a_killed_operator_is_finished_by_the_next_one() -> Result<()> {
+    let rig = Rig::acquire()?;
+    let (_etcd, mut stage) = served_v1(&rig).await?;
+
+    let running = load(&rig, "/version", 50)?.start();
+    stage.ok(&["set", "image", "web", &rig.image("v2-slow")])?;
+    // Killed while the new container boots, before the switch.
+    until(WAIT, "the new web container", || {
+        (rig.containers(1, "ballast.role=web").ok()?.len() > 1).then_some(())
+    })?;
+    let pid = stage.ballastd.pid().context("ballastd pid")?;
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+    let setup = Setup {
+        args: vec!["--proxy-image".into(), rig.var("RIG_PROXY_IMAGE")?.to_string()],
+        ..Setup::default()
+    };
+    stage.replace(&rig, None, &setup).await?;
+    stage.converge()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let report = running.finish();
+    println!("a rollout cut by kill -9 and finished by the next ballastd, under load: {report}");
+    ensure!(report.clean(), "requests failed: {report}");
+    ensure!(rig.containers(1, "ballast.role=web")?.len() == 1, "one web container is left");
+    ensure!(rig.curl(1, PORT, "/version")? == "v2-slow", "v2-slow serves");
     Ok(())
 }
