@@ -226,9 +226,11 @@ pub(super) async fn ensure_network(
     }
 }
 
-/// Writes one file into a container through the archive API (a tar extracted at `/`).
-pub(super) async fn put_file(docker: &Docker, id: &str, path: &str, content: &[u8]) -> Result<(), HostError> {
-    let archive = tar::one_file(path.trim_start_matches('/'), content);
+/// Writes files into a container through the archive API (one tar extracted at `/`).
+pub(super) async fn put_files(docker: &Docker, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError> {
+    let relative: Vec<(&str, &[u8])> =
+        files.iter().map(|(path, c)| (path.trim_start_matches('/'), *c)).collect();
+    let archive = tar::archive(&relative);
     let options = UploadToContainerOptions { path: "/".to_string(), ..Default::default() };
     bounded(CALL_TIMEOUT, docker.upload_to_container(id, Some(options), bollard::body_full(archive.into())))
         .await

@@ -121,9 +121,9 @@ impl<T: Tunnel> DockerHost for Engine<T> {
         docker::ensure_network(&self.docker, name, labels).await
     }
 
-    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<(), HostError> {
+    async fn put_files(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError> {
         self.tunnel.ready().await?;
-        docker::put_file(&self.docker, id, path, content).await
+        docker::put_files(&self.docker, id, files).await
     }
 
     async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError> {

@@ -67,7 +67,7 @@ struct FakeContainer {
     log: Vec<LogLine>,
     /// The document a container on the host's network was given with `POST /load`.
     loaded: Option<Vec<u8>>,
-    /// Files written with `put_file`, by path.
+    /// Files written with `put_files`, by path.
     files: BTreeMap<String, Vec<u8>>,
 }
 
@@ -127,7 +127,7 @@ impl FakeHost {
         self.state().networks.iter().cloned().collect()
     }
 
-    /// A file written into a container with `put_file`.
+    /// A file written into a container with `put_files`.
     pub fn file(&self, id: &str, path: &str) -> Option<Vec<u8>> {
         self.state().find(id).and_then(|c| c.files.get(path).cloned())
     }
@@ -480,11 +480,17 @@ impl DockerHost for FakeHost {
         Ok(())
     }
 
-    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<(), HostError> {
-        self.enter("put_file").await?;
+    async fn put_files(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError> {
+        self.enter("put_files").await?;
         let mut state = self.state();
         let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(format!("no such container: {id}")))?;
-        c.files.insert(path.to_string(), content.to_vec());
+        for (path, content) in files {
+            c.files.insert(path.to_string(), content.to_vec());
+        }
+        // A file where the proxy resumes its config from is what it serves once started.
+        if let Some(config) = files.iter().find(|(path, _)| path.ends_with("/caddy/autosave.json")) {
+            c.loaded = Some(config.1.to_vec());
+        }
         Ok(())
     }
 

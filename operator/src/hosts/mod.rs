@@ -235,8 +235,9 @@ pub trait DockerHost: Send + Sync + 'static {
     ) -> Result<HttpResponse, HostError>;
     /// Creates the bridge network `name` with `labels` unless the host has one of that name.
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), HostError>;
-    /// Writes `content` to the file `path` (absolute; its folders are made) in the container `id`, as `docker cp`.
-    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<(), HostError>;
+    /// Writes files (absolute paths and their content; folders are made) into the container `id` at once, as
+    /// `docker cp` does; the container need not run.
+    async fn put_files(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError>;
     /// The files in the folder `dir` of the container `id`, by name (subfolders are not read); none when the
     /// folder does not exist.
     async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError>;

@@ -1,17 +1,25 @@
-//! The little of the tar format Docker's archive API needs here: one small file written (with its folders), and
-//! the regular files of an archive read back. Pure: no I/O.
+//! The little of the tar format Docker's archive API needs here: a few small files written (with their folders),
+//! and the regular files of an archive read back. Pure: no I/O.
 
-/// A tar archive of `path` (relative, `a/b/file`) holding `content`, with an entry for each folder on the way.
-pub(super) fn one_file(path: &str, content: &[u8]) -> Vec<u8> {
+use std::collections::BTreeSet;
+
+/// A tar archive of `files`, each a relative path (`a/b/file`) and its content, with an entry for each folder on
+/// the way (once).
+pub(super) fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    for depth in 1..parts.len() {
-        let folder = format!("{}/", parts[..depth].join("/"));
-        out.extend_from_slice(&header(&folder, 0, b'5', 0o755));
+    let mut folders = BTreeSet::new();
+    for (path, content) in files {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        for depth in 1..parts.len() {
+            let folder = format!("{}/", parts[..depth].join("/"));
+            if folders.insert(folder.clone()) {
+                out.extend_from_slice(&header(&folder, 0, b'5', 0o755));
+            }
+        }
+        out.extend_from_slice(&header(&parts.join("/"), content.len(), b'0', 0o644));
+        out.extend_from_slice(content);
+        out.resize(out.len().div_ceil(512) * 512, 0);
     }
-    out.extend_from_slice(&header(&parts.join("/"), content.len(), b'0', 0o644));
-    out.extend_from_slice(content);
-    out.resize(out.len().div_ceil(512) * 512, 0);
     // Two zero blocks end an archive.
     out.resize(out.len() + 1024, 0);
     out
@@ -82,18 +90,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_written_reads_back_with_its_folders_skipped() {
-        let archive = one_file("ballast/upstreams/web", b"172.18.0.3:3000");
-        assert_eq!(archive.len() % 512, 0);
-        let read = files(&archive).unwrap();
-        assert_eq!(read, vec![("ballast/upstreams/web".to_string(), b"172.18.0.3:3000".to_vec())]);
-        assert_eq!(files(&one_file("empty", b"")).unwrap(), vec![("empty".to_string(), Vec::new())]);
+    fn files_written_read_back_with_their_folders_skipped() {
+        let written =
+            archive(&[("ballast/upstreams/web", b"172.18.0.3:3000"), ("ballast/upstreams/api", b"x")]);
+        assert_eq!(written.len() % 512, 0);
+        assert_eq!(written.len(), 512 * 8, "2 folders once, 2 files of one block each, 2 end blocks");
+        let read = files(&written).unwrap();
+        assert_eq!(
+            read,
+            vec![
+                ("ballast/upstreams/web".to_string(), b"172.18.0.3:3000".to_vec()),
+                ("ballast/upstreams/api".to_string(), b"x".to_vec())
+            ]
+        );
+        assert_eq!(files(&archive(&[("empty", b"")])).unwrap(), vec![("empty".to_string(), Vec::new())]);
     }
 
     #[test]
     fn headers_carry_a_valid_checksum() {
-        let archive = one_file("a/b", b"x");
-        for block in [&archive[0..512], &archive[512..1024]] {
+        let written = archive(&[("a/b", b"x")]);
+        for block in [&written[0..512], &written[512..1024]] {
             let stored = usize::from_str_radix(text(&block[148..154]).trim(), 8).unwrap();
             let sum: usize = block
                 .iter()
@@ -106,8 +122,8 @@ mod tests {
 
     #[test]
     fn a_cut_archive_is_an_error() {
-        let archive = one_file("web", &[b'x'; 600]);
-        assert!(files(&archive[..1024]).is_err());
+        let written = archive(&[("web", &[b'x'; 600])]);
+        assert!(files(&written[..1024]).is_err());
         assert_eq!(files(&[]).unwrap(), Vec::new());
     }
 }

@@ -61,8 +61,11 @@ pub enum ConfigSeen {
 /// One step for the proxy's executor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyAction {
-    /// Pull the image if needed, create and start the proxy container.
+    /// Pull the image if needed, create the proxy container, give it the config of `routes` and the upstreams of
+    /// `points` (role, container, address), and start it: it serves them as soon as it runs.
     Create {
+        routes: Routes,
+        points: Vec<(String, String, String)>,
         reason: String,
     },
     Start {
@@ -126,9 +129,14 @@ pub fn plan_proxy(
     let current = sorted(current);
     let Some((keep, duplicates)) = current.split_first() else {
         let reason = format!("no proxy container ({})", desired.image);
-        actions.push(ProxyAction::Create { reason: reason.clone() });
-        actions.push(ProxyAction::Load { routes, reason: "routes of a new proxy".into() });
-        actions.extend(points(desired, listing, &BTreeMap::new(), last_switched));
+        let points = points(desired, listing, &BTreeMap::new(), last_switched)
+            .into_iter()
+            .filter_map(|p| match p {
+                ProxyAction::Point { role, container, address, .. } => Some((role, container, address)),
+                _ => None,
+            })
+            .collect();
+        actions.push(ProxyAction::Create { routes, points, reason: reason.clone() });
         return ProxyPlan { actions, message: reason };
     };
     for dup in duplicates {
@@ -265,7 +273,13 @@ fn changes(from: &Routes, to: &Routes) -> String {
 impl fmt::Display for ProxyAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProxyAction::Create { reason } => write!(f, "create the proxy ({reason})"),
+            ProxyAction::Create { routes, points, reason } => {
+                let served: Vec<String> =
+                    routes.routes.iter().map(|r| format!("{} on :{}", r.role, r.port)).collect();
+                let pointed: Vec<String> =
+                    points.iter().map(|(role, c, _)| format!("{role} → {}", short(c))).collect();
+                write!(f, "create the proxy serving {} ({}): {reason}", served.join(", "), pointed.join(", "))
+            }
             ProxyAction::Start { id, reason } => write!(f, "start the proxy {} ({reason})", short(id)),
             ProxyAction::Remove { id, reason } => write!(f, "remove the proxy {} ({reason})", short(id)),
             ProxyAction::Load { routes, reason } => {

@@ -77,7 +77,8 @@ impl Proxy for Admin<'_> {
     }
 
     async fn point(&self, role: &str, address: &str) -> Result<(), ProxyError> {
-        Ok(self.host.put_file(self.container, &caddy::upstream_file(role), address.as_bytes()).await?)
+        let file = caddy::upstream_file(role);
+        Ok(self.host.put_files(self.container, &[(&file, address.as_bytes())]).await?)
     }
 
     async fn in_flight(&self, address: &str) -> Result<u64, ProxyError> {

@@ -83,6 +83,10 @@ fn server_name(port: u16) -> String {
     format!("{PREFIX}-{port}")
 }
 
+/// Where Caddy keeps the config it serves again after a restart (`caddy run --resume`), with the container's
+/// `XDG_CONFIG_HOME` of `/config`.
+pub const AUTOSAVE: &str = "/config/caddy/autosave.json";
+
 /// The upstream file of `role` in the proxy container.
 pub fn upstream_file(role: &str) -> String {
     format!("{UPSTREAMS}/{role}")

@@ -140,6 +140,19 @@ pub fn container_config(settings: &Settings, host: &str, suffix: &str) -> Contai
     }
 }
 
+/// The files a new proxy container starts with: the config of `routes` where Caddy resumes from, and the upstream
+/// file of each role in `upstreams` (role → address). Written before its first start, they make it serve at once.
+pub fn seed_files(
+    routes: &Routes,
+    upstreams: &BTreeMap<String, String>,
+    admin_port: u16,
+) -> Vec<(String, Vec<u8>)> {
+    let mut files =
+        vec![(caddy::AUTOSAVE.to_string(), caddy::build(routes, admin_port).to_string().into_bytes())];
+    files.extend(upstreams.iter().map(|(role, address)| (upstream_file(role), address.clone().into_bytes())));
+    files
+}
+
 /// The recreate hash of the proxy container: a changed image or admin port replaces it.
 pub fn hash(settings: &Settings) -> String {
     labels::recreate_hash(&RecreateInputs {

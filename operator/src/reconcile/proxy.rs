@@ -222,7 +222,7 @@ async fn execute(
     let no_proxy =
         || ReconcileError::Switch { host: host.clone(), message: "no running proxy container".into() };
     match action {
-        ProxyAction::Create { reason } => {
+        ProxyAction::Create { routes, points, reason } => {
             rollout::ensure_image(&ctx.rollout_env(), client, &settings.image).await.map_err(
                 |e| match e {
                     rollout::RolloutError::Host(e) => host_err(e),
@@ -234,9 +234,25 @@ async fn execute(
             let suffix = hex::encode(rand::random::<[u8; 3]>());
             let config = proxy::container_config(settings, host, &suffix);
             let id = client.create(&config).await.map_err(host_err)?;
+            // Its config and upstreams are in place before it starts: it serves as soon as Caddy runs.
+            let upstreams = points.iter().map(|(role, _, address)| (role.clone(), address.clone())).collect();
+            let files = proxy::seed_files(routes, &upstreams, settings.admin_port);
+            let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+            client.put_files(&id, &files).await.map_err(host_err)?;
             client.start(&id).await.map_err(host_err)?;
-            let message =
-                format!("created the proxy {} on {host} ({}): {reason}", short(&id), settings.image);
+            for (role, container, _) in points {
+                ctx.proxies.note_switch(host, role, container);
+            }
+            let served: Vec<String> =
+                routes.routes.iter().map(|r| format!("{} on :{}", r.role, r.port)).collect();
+            let pointed: Vec<String> =
+                points.iter().map(|(role, c, _)| format!("{role} → {}", short(c))).collect();
+            let message = format!(
+                "created the proxy {} on {host} serving {} ({}): {reason}",
+                short(&id),
+                served.join(", "),
+                pointed.join(", ")
+            );
             *proxy = Some(id);
             ctx.event(unit, "ProxyCreated", message).await;
         }

@@ -136,9 +136,7 @@ fn a_host_with_a_proxied_role_gets_a_proxy_pointing_at_its_container() {
          container c1 role=web gen=1 running ip=172.18.0.2",
         expect![[r#"
             message: no proxy container (caddy:2)
-            create the proxy (no proxy container (caddy:2))
-            load the proxy's config: web on :80 (routes of a new proxy)
-            point web at c1 (172.18.0.2:3000; web is pointed nowhere)
+            create the proxy serving web on :80 (web → c1): no proxy container (caddy:2)
         "#]],
     );
 }
@@ -248,9 +246,7 @@ fn a_stopped_proxy_is_started_and_a_stale_one_replaced() {
         expect![[r#"
             message: no proxy container (caddy:2)
             remove the proxy p-old (proxy of other settings (img))
-            create the proxy (no proxy container (caddy:2))
-            load the proxy's config: web on :80 (routes of a new proxy)
-            point web at c1 (172.18.0.2:3000; web is pointed nowhere)
+            create the proxy serving web on :80 (web → c1): no proxy container (caddy:2)
         "#]],
     );
 }
