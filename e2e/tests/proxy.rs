@@ -83,21 +83,22 @@ async fn an_image_change_under_load_loses_no_request() -> Result<()> {
     let running = load(&rig, "/version", 45)?.start();
     std::thread::sleep(Duration::from_secs(2));
     stage.ok(&["set", "image", "web", &rig.image("v2-slow")])?;
-    // While v2-slow boots (5 s) the plan shows the rollout's steps, the switch among them.
-    let plan = until(WAIT, "a plan with the switch", || {
-        let plan = stage.ok(&["plan", "web"]).ok()?;
-        plan.contains("switch the proxy's :80").then_some(plan)
-    })?;
-    ensure!(plan.contains("drain"), "the plan drains the old container:\n{plan}");
-    // The admin API, the upstream files and the health checks share the host's one SSH connection.
-    let mut samples = 0;
-    while stage.status("web", "h1").is_some_and(|s| s.state != UnitState::Converged) && samples < 40 {
-        let seen_by_sshd = rig.ctl(&["sshconns", "1"])?;
-        ensure!(seen_by_sshd.lines().count() == 1, "h1's sshd has these connections: {seen_by_sshd}");
+    // While v2-slow boots (5 s) the plan shows the rollout's steps, the switch among them; and the admin API, the
+    // upstream files and the health checks share the host's one SSH connection.
+    let (mut plan, mut samples) = (String::new(), 0);
+    until(WAIT, "web converged at v2-slow", || {
+        if !plan.contains("switch the proxy's :80") {
+            plan = stage.ok(&["plan", "web"]).unwrap_or_default();
+        }
+        let seen_by_sshd = rig.ctl(&["sshconns", "1"]).ok()?;
+        assert_eq!(seen_by_sshd.lines().count(), 1, "h1's sshd has these connections: {seen_by_sshd}");
         samples += 1;
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    ensure!(samples > 0, "no sample of h1's ssh connections was taken during the rollout");
+        let status = stage.status("web", "h1")?;
+        (status.state == UnitState::Converged && status.image.ends_with(":v2-slow")).then_some(())
+    })?;
+    ensure!(plan.contains("switch the proxy's :80"), "no plan showed the switch; the last:\n{plan}");
+    ensure!(plan.contains("drain"), "the plan drains the old container:\n{plan}");
+    ensure!(samples > 3, "only {samples} samples of h1's ssh connections during the rollout");
     stage.converge()?;
     std::thread::sleep(Duration::from_secs(2));
     let report = running.finish();
