@@ -121,21 +121,14 @@ fn read_route(route: &Value, port: u16) -> Option<Route> {
     Some(Route { role: role.to_string(), port, hosts })
 }
 
-/// A Caddy duration: `30s`, `250ms`.
+/// A Caddy duration: `30s`, `250ms` (Go's syntax, which ballast's durations share).
 fn duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    ballast_specs::Duration::from_millis(ms).as_str().to_string()
 }
 
 /// The milliseconds of a duration [`duration`] wrote.
 fn millis(text: &str) -> Option<u64> {
-    match text.strip_suffix("ms") {
-        Some(ms) => ms.parse().ok(),
-        None => text.strip_suffix('s')?.parse::<u64>().ok().map(|s| s * 1000),
-    }
+    ballast_specs::Duration::parse(text).ok().map(|d| d.as_millis())
 }
 
 #[cfg(test)]
