@@ -234,3 +234,44 @@ async fn a_rollout_cut_by_a_killed_operator_is_finished_by_the_next_one() -> Res
     ensure!(rig.curl(1, PORT, "/version")? == "v2-slow", "v2-slow serves");
     Ok(())
 }
+
+#[tokio::test]
+async fn moving_a_role_behind_the_proxy_costs_one_short_gap() -> Result<()> {
+    let rig = Rig::acquire()?;
+    let etcd = TestEtcd::start().await?;
+    let setup = Setup {
+        args: vec!["--proxy-image".into(), rig.var("RIG_PROXY_IMAGE")?.to_string()],
+        ..Setup::default()
+    };
+    let stage = Stage::start(&rig, etcd.endpoints(), &setup).await?;
+    // web publishes :80 itself, start-first is refused with a published port: stop-first.
+    let published = web(&rig.image("v1"), "30s").replace(
+        &format!("  proxy: {{port: {PORT}, drainTimeout: 5s}}\n"),
+        &format!("  ports: [\"{PORT}:3000\"]\n"),
+    );
+    stage.apply_yaml("web.yaml", &published)?;
+    stage.converge()?;
+    ensure!(rig.curl(1, PORT, "/version")? == "v1", "web publishes :80");
+
+    let running = load(&rig, "/version", 40)?.start();
+    std::thread::sleep(Duration::from_secs(1));
+    stage.apply_yaml("web.yaml", &web(&rig.image("v2"), "30s"))?;
+    stage.converge()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let report = running.finish();
+    println!(
+        "moving web behind the proxy under load: {} requests failed over {} ms; {report}",
+        report.failed + report.non_200,
+        report.failure_window().as_millis()
+    );
+    ensure!(rig.curl(1, PORT, "/version")? == "v2", "the proxy serves v2 on :80");
+    ensure!(rig.containers(1, "ballast.role=web")?.len() == 1, "one web container");
+    ensure!(report.failure_window() < Duration::from_secs(10), "{report}");
+    // From now on a rollout is gapless.
+    let running = load(&rig, "/version", 30)?.start();
+    stage.ok(&["set", "image", "web", &rig.image("v3")])?;
+    stage.converge()?;
+    let report = running.finish();
+    ensure!(report.clean(), "the next rollout lost requests: {report}");
+    Ok(())
+}

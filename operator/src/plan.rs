@@ -404,6 +404,9 @@ impl fmt::Display for Action {
                     None => write!(f, "route the proxy's :{port} to {to}"),
                 }
             }
+            Action::Retire { id, drain } if drain.is_zero() => {
+                write!(f, "stop and remove {} (no drain)", short(id))
+            }
             Action::Retire { id, drain } => write!(
                 f,
                 "drain {} (requests in flight, at most {}), then stop and remove it",

@@ -122,6 +122,7 @@ pub(super) fn container(response: ContainerInspectResponse) -> Container {
         nano_cpus: host_config.nano_cpus.unwrap_or(0),
         memory: host_config.memory.unwrap_or(0),
         ip,
+        network: host_config.network_mode.filter(|n| !n.is_empty()),
     }
 }
 

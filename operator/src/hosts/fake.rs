@@ -178,6 +178,7 @@ impl FakeHost {
             nano_cpus: 0,
             memory: 0,
             ip: Some(format!("172.17.0.{}", state.next_id)),
+            network: None,
         };
         state.containers.insert(
             id.clone(),
@@ -345,6 +346,7 @@ impl DockerHost for FakeHost {
             nano_cpus: config.nano_cpus,
             memory: config.memory,
             ip: None,
+            network: config.network.clone(),
         };
         state.containers.insert(
             id.clone(),

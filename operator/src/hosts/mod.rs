@@ -44,6 +44,8 @@ pub struct Container {
     pub memory: i64,
     /// The container's IP address on its network, when running.
     pub ip: Option<String>,
+    /// The network it joined at create (`HostConfig.NetworkMode`: `bridge`, `host`, a network's name), if known.
+    pub network: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

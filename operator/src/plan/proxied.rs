@@ -4,6 +4,12 @@
 //!
 //! Which container the proxy routes to is an observation ([`Routed`]): a rollout cut short between its steps is
 //! finished from what the host and the proxy show.
+//!
+//! A container from before the role was proxied publishes the port the proxy is to take: it is retired as soon as
+//! its successor is healthy, without a drain (the proxy cannot start before), and the proxy then points at the new
+//! one. Moving a role behind the proxy costs that one short gap; every rollout after it costs none.
+
+use std::time::Duration;
 
 use ballast_specs::wire::UnitState;
 
@@ -13,11 +19,16 @@ use super::{
 };
 use crate::hosts::{Container, ContainerState};
 use crate::labels;
+use crate::proxy;
 
 /// Decides what to do for a proxied unit that is not paused. `observed` holds no container being removed.
 pub(super) fn plan(desired: &Desired, proxy: &Proxied, observed: &[Container]) -> Plan {
     let (current, stale): (Vec<&Container>, Vec<&Container>) =
         observed.iter().partition(|c| c.labels.get(labels::HASH) == Some(&desired.hash));
+    // Containers from before the role was proxied: they hold the port the proxy needs.
+    let (stale, published): (Vec<&Container>, Vec<&Container>) =
+        stale.into_iter().partition(|c| c.network.as_deref() == Some(proxy::NETWORK));
+    let published = sorted(published);
     let routed_id = match &proxy.routed {
         Routed::To(id) => Some(id.as_str()),
         Routed::Unknown | Routed::Nothing => None,
@@ -46,6 +57,15 @@ pub(super) fn plan(desired: &Desired, proxy: &Proxied, observed: &[Container]) -
     }
 
     let Some((keep, duplicates)) = current.split_first() else {
+        if let Some(old) = published.first() {
+            // Moving behind the proxy: the new container first, then the port goes from the old one to the proxy.
+            let reason = format!("moving behind the proxy ({})", replace_reason(old, desired));
+            actions.push(Action::Launch { beside: Some(old.id.clone()), reason: reason.clone() });
+            for c in published.iter().chain(&stale) {
+                actions.push(Action::Retire { id: c.id.clone(), drain: Duration::ZERO });
+            }
+            return done(actions, UnitState::Progressing, reason);
+        }
         // No container of the desired spec: launch one beside the serving one, switch, retire the old one.
         let (old, extra) = match stale.split_first() {
             Some((old, extra)) => (Some(*old), extra),
@@ -70,6 +90,15 @@ pub(super) fn plan(desired: &Desired, proxy: &Proxied, observed: &[Container]) -
 
     for dup in duplicates {
         actions.push(Action::Remove { id: dup.id.clone(), reason: "duplicate container".into() });
+    }
+    for c in &published {
+        actions.push(Action::Retire { id: c.id.clone(), drain: Duration::ZERO });
+    }
+    if !published.is_empty() && stale.is_empty() {
+        if !routes_to(proxy, &keep.id) {
+            actions.push(switch(proxy, Some(keep.id.clone())));
+        }
+        return done(actions, UnitState::Progressing, "moving behind the proxy".into());
     }
     if !stale.is_empty() {
         // A rollout under way or cut short: the new container exists beside the old ones.

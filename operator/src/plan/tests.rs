@@ -5,7 +5,8 @@
 //! `desired ROLE@HOST gen=N hash=H image=I [cpus=C] [memory=M] [converged=N] [paused] [halted]
 //! [proxy=PORT [routed=ID|nothing]]` or `desired none` (a proxied unit drains for 30 s; without `routed` the
 //! proxy was not read);
-//! `container ID gen=N hash=H image=I STATE [cpus=C] [memory=M]`.
+//! `container ID gen=N hash=H image=I STATE [cpus=C] [memory=M] [published]` (a proxied unit's containers are on the
+//! proxy's network, unless `published`: one from before the role was proxied);
 
 use std::collections::BTreeMap;
 
@@ -107,6 +108,10 @@ fn parse_fixture(fixture: &str) -> (Option<Desired>, Vec<Container>) {
                     nano_cpus: cpus,
                     memory,
                     ip: None,
+                    network: desired
+                        .as_ref()
+                        .filter(|d| d.proxy.is_some() && !flags.contains(&"published"))
+                        .map(|_| crate::proxy::NETWORK.to_string()),
                 });
             }
             other => panic!("unknown fixture line {other}"),
@@ -512,6 +517,33 @@ fn proxied_removed_container_is_launched_as_drift() {
             routing: :80 → c1
             start a new container and health-check it (container missing, recreating) [drift: recreate_missing]
             switch the proxy's :80 from c1 to the new container [drift: route_restored]
+        "#]],
+    );
+}
+
+#[test]
+fn moving_behind_the_proxy_retires_the_published_container_without_a_drain() {
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v1 converged=1 proxy=80 routed=nothing
+         container c1 gen=1 hash=aa image=app:v1 running published",
+        expect![[r#"
+            state: Progressing
+            message: moving behind the proxy (spec changed (generation 1 → 2))
+            routing: :80 → none
+            start a new container beside c1 and health-check it (moving behind the proxy (spec changed (generation 1 → 2)))
+            stop and remove c1 (no drain)
+        "#]],
+    );
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v1 converged=1 proxy=80 routed=nothing
+         container c1 gen=1 hash=aa image=app:v1 running published
+         container c2 gen=2 hash=bb image=app:v1 running",
+        expect![[r#"
+            state: Progressing
+            message: moving behind the proxy
+            routing: :80 → none
+            stop and remove c1 (no drain)
+            route the proxy's :80 to c2
         "#]],
     );
 }

@@ -58,11 +58,8 @@ pub(super) async fn launch(
         .await
         .map_err(|e| rollout_error(unit, e))?;
     let ms = started.elapsed().as_millis();
-    let message = format!(
-        "started {} on {} beside the serving one ({reason}); healthy after {ms} ms",
-        short(&healthy.id),
-        unit.host
-    );
+    let message =
+        format!("started {} on {} ({reason}); healthy after {ms} ms", short(&healthy.id), unit.host);
     ctx.proxies.note_healthy(unit, healthy);
     ctx.event(unit, "Launched", message).await;
     Ok(())
@@ -81,6 +78,11 @@ pub(super) async fn verify(
     ctx.proxies.note_healthy(unit, healthy);
     Ok(())
 }
+
+/// How long a switch waits for the host's proxy to run.
+const PROXY_UP: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often it looks.
+const PROXY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The container a switch goes to: `to`, or else the unit's running container of the desired spec that is not
 /// `from` (the one the launch before it started; the old one may have the same spec when a limit is lifted).
@@ -105,6 +107,9 @@ pub(super) async fn switch(
     let started = Instant::now();
     let Some(port) = role.spec.proxy_target_port() else { return Ok(()) };
     let settings = &ctx.config.proxy;
+    if ctx.proxies.proxy_of(host).is_none() {
+        wait_for_proxy(ctx, client, host).await.map_err(fail)?;
+    }
     let lock = ctx.proxies.lock(host);
     let held = lock.lock().await;
     // The container just made healthy and the proxy last seen spare a listing: the switch is one call.
@@ -173,7 +178,9 @@ pub(super) async fn retire(
     let listing = client.list().await.map_err(|e| fail(host_error(host, e)))?;
     let Some(old) = listing.iter().find(|c| c.id == id) else { return Ok(()) };
     let port = role.spec.proxy_target_port().unwrap_or(0);
-    let old_address = old.ip.as_deref().map(|ip| address(ip, port));
+    // One from before the role was proxied holds the port the proxy needs, and no request of the proxy's.
+    let behind_proxy = old.network.as_deref() == Some(proxy::NETWORK);
+    let old_address = old.ip.as_deref().filter(|_| behind_proxy).map(|ip| address(ip, port));
     let drained =
         match (&old_address, running_proxy(&proxy_containers(&listing, host), &proxy::hash(settings))) {
             (Some(old_address), Some(proxy)) => {
@@ -203,10 +210,31 @@ pub(super) async fn retire(
         Some(d) => {
             format!("drain timeout {} ms reached with {} requests in flight", d.took.as_millis(), d.left)
         }
+        None if !behind_proxy => "its port goes to the proxy".to_string(),
         None => "not running, nothing to drain".to_string(),
     };
     ctx.event(unit, "Retired", format!("retired {} on {host}: {how}", short(id))).await;
     Ok(())
+}
+
+/// Waits (without the host's proxy lock: the proxy's reconcile takes it to make the proxy) until a proxy of the
+/// operator's settings runs on `host`, as on a host's first proxied role, where the proxy and the role's first
+/// container are made at the same time.
+async fn wait_for_proxy(ctx: &Context, client: &dyn DockerHost, host: &str) -> Result<(), ReconcileError> {
+    let hash = proxy::hash(&ctx.config.proxy);
+    let deadline = Instant::now() + PROXY_UP;
+    loop {
+        let listing = client.list().await.map_err(|e| host_error(host, e))?;
+        if let Some(id) = running_proxy(&proxy_containers(&listing, host), &hash) {
+            ctx.proxies.note_proxy(host, Some(&id));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let message = "the host's proxy is not running yet".to_string();
+            return Err(ReconcileError::Switch { host: host.to_string(), message });
+        }
+        tokio::time::sleep(PROXY_POLL).await;
+    }
 }
 
 fn rollout_error(unit: &Unit, e: RolloutError) -> ExecError {

@@ -126,6 +126,7 @@ fn container(id: &str, role: &str, more: BTreeMap<&str, &str>, state: &str, ip: 
         nano_cpus: 0,
         memory: 0,
         ip: ip.filter(|_| state == ContainerState::Running).map(str::to_string),
+        network: None,
     }
 }
 

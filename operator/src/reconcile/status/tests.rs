@@ -199,6 +199,7 @@ impl Fixture {
             nano_cpus: cpus,
             memory,
             ip: None,
+            network: None,
         })
     }
 }
