@@ -4,7 +4,7 @@
 
 use ballast_specs::{Role, RoleControl};
 
-use super::{Context, ReconcileError, Unit};
+use super::{proxy, Context, ReconcileError, Unit};
 use crate::hosts::Container;
 use crate::labels;
 use crate::plan::{self, Plan};
@@ -35,6 +35,9 @@ async fn needs_reconcile(
     unit: &Unit,
     listing: &[Container],
 ) -> Result<bool, ReconcileError> {
+    if proxy::is_proxy(unit) {
+        return Ok(proxy::needs_reconcile(ctx, snapshot, &unit.host, listing).await);
+    }
     let observed = containers_of(listing, unit);
     let Some(role) = desired_role(snapshot, unit) else {
         let plan = plan::plan(None, &observed);
@@ -63,7 +66,8 @@ pub fn containers_of(listing: &[Container], unit: &Unit) -> Vec<Container> {
 }
 
 /// Every unit on `host` that is desired, or that has containers there: roles deleted or moved away leave
-/// containers behind, and those units must be reconciled (to remove them) too.
+/// containers behind, and those units must be reconciled (to remove them) too. The host's proxy is a unit too
+/// (`ballast.proxy`), desired while a role on the host is proxied.
 pub fn units_on_host(snapshot: &Snapshot, host: &str, listing: &[Container]) -> Vec<Unit> {
     let mut units: Vec<Unit> = snapshot
         .roles
@@ -71,6 +75,7 @@ pub fn units_on_host(snapshot: &Snapshot, host: &str, listing: &[Container]) -> 
         .filter(|r| r.spec.hosts.iter().any(|h| h == host))
         .map(|r| Unit { role: r.metadata.name.clone(), host: host.to_string() })
         .collect();
+    units.extend(proxy::unit_of(snapshot, host));
     for c in listing {
         if let (Some(role), Some(h)) = (c.labels.get(labels::ROLE), c.labels.get(labels::HOST)) {
             let unit = Unit { role: role.clone(), host: h.clone() };
