@@ -453,7 +453,7 @@ fn downtime(out: &mut String, r: &Results) {
         "\n## 7. Zero downtime: failed requests during an image change under load (app boots in {} s)\n",
         crate::downtime::BOOT
     );
-    let _ = writeln!(out, "{} `GET /up` a second, each on a new connection, from before the change until the new version answers; every answer that is not a 200 and every failed connection counts.\n", crate::downtime::RATE);
+    let _ = writeln!(out, "{} `GET /up` a second (keep-alive, as browsers and load balancers send them), from half a second before the change until the new version has answered for half a second; every answer that is not a 200 and every failed connection or request counts.\n", crate::downtime::RATE);
     let _ = writeln!(out, "| tool | failed requests (median, min-max) | n |\n|---|---:|---:|");
     for (tool, key) in [
         ("ballast with its proxy (start-first behind Caddy)", "downtime.proxy"),
@@ -463,7 +463,7 @@ fn downtime(out: &mut String, r: &Results) {
     ] {
         match r.get(key).and_then(|f| f.summary()) {
             Some(s) => {
-                let _ = writeln!(out, "| {tool} | {} | {} |", span(s, ""), s.n);
+                let _ = writeln!(out, "| {tool} | {} | {} |", span(s, "requests"), s.n);
             }
             None => {
                 let _ = writeln!(out, "| {tool} | not measured in this run | |");
