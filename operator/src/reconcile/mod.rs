@@ -15,6 +15,7 @@ mod execute;
 mod host_pass;
 mod memory;
 mod preview;
+mod specs;
 pub mod status;
 mod unit;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use context::Context;
 pub use host_pass::{containers_of, host_pass, units_on_host};
 pub use preview::Preview;
+pub use specs::Specs;
 pub use unit::reconcile;
 
 use crate::aws::AwsError;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use ballast_specs::wire::UnitPlan;
 
-use super::host_pass::{containers_of, control_of, desired_role, units_on_host};
+use super::host_pass::{containers_of, units_on_host};
 use super::memory::Statuses;
-use super::Unit;
+use super::{Specs, Unit};
 use crate::aws::SecretSource;
 use crate::hosts::{Container, HostPool};
 use crate::plan::{self, Plan};
-use crate::store::{Snapshot, SpecStore, StoreError};
+use crate::store::{SpecStore, StoreError};
 
 /// Plans every unit without acting, over the shared host pool.
 pub struct Preview {
@@ -28,9 +28,9 @@ impl Preview {
 
     /// The plans of every unit (or of one role's units). An unknown role gives `NotFound`.
     pub async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError> {
-        let snapshot = self.store.snapshot().await?;
+        let specs = Specs::new(self.store.snapshot().await?);
         if let Some(role) = role {
-            if !snapshot.roles.iter().any(|r| r.metadata.name == role) {
+            if specs.role(role).is_none() {
                 return Err(StoreError::NotFound { kind: "role", name: role.to_string() });
             }
         }
@@ -40,12 +40,12 @@ impl Preview {
             statuses.insert(Unit { role: s.role.clone(), host: s.host.clone() }, s);
         }
         let mut out = Vec::new();
-        for host in &snapshot.hosts {
+        for host in specs.hosts() {
             let name = &host.metadata.name;
             let listing = match self.hosts.client(host).list().await {
                 Ok(listing) => listing,
                 Err(e) => {
-                    for unit in units_on_host(&snapshot, name, &[]) {
+                    for unit in units_on_host(&specs, name, &[]) {
                         if role.is_none_or(|r| r == unit.role) {
                             let message = format!("host unreachable: {e}");
                             out.push(UnitPlan {
@@ -59,11 +59,11 @@ impl Preview {
                     continue;
                 }
             };
-            for unit in units_on_host(&snapshot, name, &listing) {
+            for unit in units_on_host(&specs, name, &listing) {
                 if role.is_some_and(|r| r != unit.role) {
                     continue;
                 }
-                let (actions, message) = match self.plan_unit(&snapshot, &statuses, &unit, &listing).await {
+                let (actions, message) = match self.plan_unit(&specs, &statuses, &unit, &listing).await {
                     Ok(plan) => (plan.actions.iter().map(ToString::to_string).collect(), plan.message),
                     Err(e) => (Vec::new(), e),
                 };
@@ -76,14 +76,14 @@ impl Preview {
     /// The plan of one unit against its host's listing; `Err` says why it cannot be planned.
     async fn plan_unit(
         &self,
-        snapshot: &Snapshot,
+        specs: &Specs,
         statuses: &Statuses,
         unit: &Unit,
         listing: &[Container],
     ) -> Result<Plan, String> {
         let observed = containers_of(listing, unit);
-        let Some(role) = desired_role(snapshot, unit) else { return Ok(plan::plan(None, &observed)) };
-        let control = control_of(snapshot, &role.metadata.name);
+        let Some(role) = specs.desired_role(unit) else { return Ok(plan::plan(None, &observed)) };
+        let control = specs.control(&role.metadata.name);
         let secrets = match &role.spec.secrets {
             Some(s) => Some(
                 self.secrets

@@ -8,26 +8,26 @@ use ballast_specs::wire::{FailedRollout, UnitState};
 use ballast_specs::Role;
 
 use super::execute::{execute, ExecError};
-use super::host_pass::{containers_of, control_of, desired_role};
+use super::host_pass::containers_of;
 use super::status::Outcome;
-use super::{Context, ReconcileError, Unit};
+use super::{Context, ReconcileError, Specs, Unit};
 use crate::hosts::HostError;
 use crate::plan::{self, drift_kind, Action};
-use crate::store::{Snapshot, StoreError};
+use crate::store::StoreError;
 
 /// Reconciles one unit until its plan is empty (or it fails, halts, or runs out of passes).
-pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Result<UnitState, ReconcileError> {
-    let Some(host) = snapshot.hosts.iter().find(|h| h.metadata.name == unit.host) else {
+pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<UnitState, ReconcileError> {
+    let Some(host) = specs.host(&unit.host) else {
         // The host is gone from the spec: it cannot be reached any more; forget the unit.
         ctx.forget(unit).await?;
         return Ok(UnitState::Converged);
     };
     let client = ctx.hosts.client(host);
-    let role = desired_role(snapshot, unit);
+    let role = specs.desired_role(unit);
     if let Some(role) = role {
         ctx.note_generation(role);
     }
-    let control = role.map(|r| control_of(snapshot, &r.metadata.name)).unwrap_or_default();
+    let control = role.map(|r| specs.control(&r.metadata.name)).unwrap_or_default();
     let secrets = match role {
         Some(role) => match ctx.secrets_of(role).await {
             Ok(s) => s,
