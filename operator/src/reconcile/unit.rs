@@ -56,7 +56,9 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
             }
             for action in &plan.actions {
                 ctx.ensure_leading()?;
-                match execute(ctx, &*client, unit, None, &control, None, action).await {
+                // Boxed: a unit's future is as large as its largest step, and a rollout's is large, while every
+                // unit of a role may be waiting for its rollout lock at once.
+                match Box::pin(execute(ctx, &*client, unit, None, &control, None, action)).await {
                     Ok(()) => count_drift(ctx, action, plan.state),
                     Err(ExecError::Failed(_)) => {}
                     Err(ExecError::Reconcile(e)) => return Err(e),
@@ -81,7 +83,9 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
             .any(|a| matches!(a, Action::Deploy { old: Some(_), .. } | Action::Finish { .. }));
         if rolls && rollout_guard.is_none() {
             // Another host may have failed this very rollout while we waited: look again under the lock. A poke
-            // (something new seen for this unit) looks again without it. Waiting is not a pass.
+            // (something new seen for this unit) looks again without it. Waiting is not a pass, and keeps nothing
+            // of this one: every unit of a role may be waiting at once.
+            drop((listing, observed, desired, plan));
             let (lock, poked) = (ctx.memory.rollout_lock(&unit.role), ctx.memory.pokes_of(unit));
             tokio::select! {
                 guard = lock.lock_owned() => rollout_guard = Some(guard),
@@ -93,7 +97,9 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
         ctx.report(unit, ctx.next_status(unit, role, Outcome::Acting { plan: &plan })).await?;
         for action in &plan.actions {
             ctx.ensure_leading()?;
-            match execute(ctx, &*client, unit, Some(role), &control, secrets.as_ref(), action).await {
+            // Boxed, as above: a unit's future is as large as its largest step, and a rollout's is large.
+            match Box::pin(execute(ctx, &*client, unit, Some(role), &control, secrets.as_ref(), action)).await
+            {
                 Ok(()) => count_drift(ctx, action, plan.state),
                 Err(ExecError::Failed(reason)) => {
                     let failed = FailedRollout {
