@@ -1,5 +1,9 @@
 //! The HTTP client of ballastd's `/api/v1/`: JSON in and out, bearer token, errors turned into [`CliError`]s.
+//!
+//! `https://` servers are verified with rustls: against the CA certificates of `--ca` only when it is given,
+//! else against the system's roots. No OpenSSL.
 
+use std::path::Path;
 use std::time::Duration;
 
 use ballast_specs::wire::{ApiError, ErrorBody};
@@ -27,6 +31,8 @@ pub struct Client {
 pub enum ClientError {
     /// No HTTP answer at all.
     Unreachable { server: String, reason: String },
+    /// The TLS handshake failed: the server's certificate is not trusted, or it does not speak TLS.
+    Tls { server: String, reason: String },
     /// ballastd answered with an error body.
     Api { status: StatusCode, error: ApiError },
     /// ballastd answered something this CLI does not understand.
@@ -34,14 +40,27 @@ pub enum ClientError {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> Result<Client, CliError> {
+    /// A client of `server` (`http://` or `https://`); `ca`: the CA certificates (PEM) an `https://` server's
+    /// certificate must chain to, instead of the system's roots.
+    pub fn new(server: &str, token: Option<String>, ca: Option<&Path>) -> Result<Client, CliError> {
         let base = server.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
+        let https = base.starts_with("https://");
+        if !https && !base.starts_with("http://") {
             return Err(CliError::Failed(format!(
-                "--server {server:?} must be an http:// URL (for example http://127.0.0.1:7373)"
+                "--server {server:?} must be an http:// or https:// URL (for example http://127.0.0.1:7373)"
             )));
         }
-        let builder = || reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5));
+        let roots = match ca {
+            Some(path) if https => Some(read_ca(path)?),
+            _ => None,
+        };
+        let builder = || {
+            let builder = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5));
+            match &roots {
+                Some(roots) => builder.tls_certs_only(roots.iter().cloned()),
+                None => builder,
+            }
+        };
         let failed = |err: reqwest::Error| CliError::Failed(format!("cannot set up the HTTP client: {err}"));
         let http = builder().timeout(Duration::from_secs(60)).build().map_err(failed)?;
         let streaming = builder().build().map_err(failed)?;
@@ -162,11 +181,59 @@ impl Client {
     }
 
     async fn execute(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        request
-            .send()
-            .await
-            .map_err(|err| ClientError::Unreachable { server: self.base.clone(), reason: reason(&err) })
+        request.send().await.map_err(|err| match tls_failure(&err) {
+            Some(reason) => ClientError::Tls { server: self.base.clone(), reason },
+            None => ClientError::Unreachable { server: self.base.clone(), reason: reason(&err) },
+        })
     }
+}
+
+/// The CA certificates of `--ca`: a PEM file of one or more certificates.
+fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, CliError> {
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(|err| CliError::Failed(format!("cannot read --ca {shown}: {err}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|err| CliError::Failed(format!("--ca {shown} is not a PEM file of certificates: {err}")))?;
+    if certs.is_empty() {
+        return Err(CliError::Failed(format!("--ca {shown} holds no certificate (PEM `CERTIFICATE`)")));
+    }
+    Ok(certs)
+}
+
+/// What went wrong in a TLS handshake, for people; `None` when `err` is no TLS failure.
+fn tls_failure(err: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as Cert;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        // An `io::Error`'s `source()` skips the error it wraps: go through that one.
+        let wrapped = cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        source = match wrapped {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => {
+                    "its certificate is not signed by a trusted authority: give the CA certificate that signed it \
+                     with --ca or BALLAST_CA"
+                        .to_string()
+                }
+                rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+                    "its certificate is not valid for the name in --server".to_string()
+                }
+                rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+                    "its certificate has expired".to_string()
+                }
+                rustls::Error::InvalidCertificate(other) => format!("its certificate is refused: {other:?}"),
+                rustls::Error::InvalidMessage(_) => {
+                    "the TLS handshake failed: does it serve https:// (ballastd --tls-cert)?".to_string()
+                }
+                other => format!("the TLS handshake failed: {other}"),
+            });
+        }
+    }
+    None
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
@@ -190,6 +257,9 @@ impl From<ClientError> for CliError {
             ClientError::Unreachable { server, reason } => CliError::Server(format!(
                 "cannot reach ballastd at {server}: {reason} (is it running? set --server or BALLAST_SERVER)"
             )),
+            ClientError::Tls { server, reason } => {
+                CliError::Server(format!("cannot trust ballastd at {server}: {reason}"))
+            }
             ClientError::Protocol(message) => CliError::Server(message),
             ClientError::Api { status, error } => api_error(status, error),
         }

@@ -27,6 +27,9 @@ pub enum CliError {
     /// Waited too long (exit 2).
     #[error("{0}")]
     Timeout(String),
+    /// Flags that cannot go together (exit 2).
+    #[error("{0}")]
+    Usage(String),
     /// ballastd or its store failed, or cannot be reached (exit 3).
     #[error("{0}")]
     Server(String),
@@ -38,7 +41,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Failed(_) | CliError::Invalid { .. } => exit::FAILED,
-            CliError::Timeout(_) => exit::USAGE,
+            CliError::Timeout(_) | CliError::Usage(_) => exit::USAGE,
             CliError::Server(_) => exit::SERVER,
         }
     }

@@ -5,12 +5,13 @@ mod commands;
 mod error;
 mod files;
 mod render;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ballast_specs::{Cpus, Duration, Memory};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::error::CliError;
 use crate::render::Output;
@@ -28,12 +29,19 @@ exec exits with the command's own exit code once it ran.";
 #[derive(Debug, Parser)]
 #[command(name = "ballast", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// URL of ballastd's API.
+    /// URL of ballastd's API: http:// or https://.
     #[arg(long, env = "BALLAST_SERVER", default_value = "http://127.0.0.1:7373", global = true)]
     server: String,
-    /// Bearer token (from ballastd's token file).
+    /// Bearer token (from ballastd's token file). Other users see it in `ps`: prefer --token-file.
     #[arg(long, env = "BALLAST_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// A file holding the bearer token alone; the command line's --token or --token-file wins over the
+    /// environment's.
+    #[arg(long, env = "BALLAST_TOKEN_FILE", value_name = "PATH", global = true)]
+    token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that an https:// server's certificate must chain to, instead of the system's roots.
+    #[arg(long, env = "BALLAST_CA", value_name = "PATH", global = true)]
+    ca: Option<PathBuf>,
     /// Output format: table for people; json and yaml print the API's wire types (a stable format).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -122,8 +130,18 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum SetCommand {
-    /// Set a role's image.
-    Image { role: String, image: String },
+    /// Set a role's image (`ROLE IMAGE`), or with --selector the image of every role whose labels match
+    /// (`--selector app=datalake IMAGE`), in one transaction: all of them or none.
+    Image {
+        /// ROLE IMAGE; with --selector, IMAGE only.
+        #[arg(value_name = "ROLE IMAGE", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+        /// Label selector, key=value[,key=value]: every role whose labels match.
+        #[arg(short = 'l', long, value_name = "SELECTOR")]
+        selector: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Set a role's CPU and memory limits (applied in place, without restart).
     #[command(group = clap::ArgGroup::new("limits").required(true).multiple(true).args(["cpus", "memory"]))]
     Resources {
@@ -156,7 +174,17 @@ enum RolloutCommand {
 
 #[derive(Debug, Args)]
 struct StatusArgs {
+    #[arg(conflicts_with = "selector")]
     role: Option<String>,
+    /// Only the roles whose labels match: key=value[,key=value].
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    selector: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+struct WaitArgs {
     /// Wait until every unit is Converged at its role's generation (exit 0), a unit Failed (exit 1),
     /// or --timeout passed (exit 2).
     #[arg(long)]
@@ -164,6 +192,13 @@ struct StatusArgs {
     /// How long --wait waits.
     #[arg(long, default_value = "10m", value_parser = Duration::parse, value_name = "DUR")]
     timeout: Duration,
+}
+
+impl WaitArgs {
+    /// The timeout, when waiting.
+    fn timeout(&self) -> Option<&Duration> {
+        self.wait.then_some(&self.timeout)
+    }
 }
 
 /// `roles` or `hosts` (singular accepted).
@@ -176,7 +211,27 @@ enum KindArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    if let Command::Set(SetCommand::Image { args, selector, .. }) = &cli.command {
+        let message = match (selector, args.len()) {
+            (Some(_), 2) => {
+                Some("with --selector, give IMAGE only: the roles are those the selector matches")
+            }
+            (None, 1) => Some("give ROLE IMAGE, or --selector SELECTOR IMAGE"),
+            _ => None,
+        };
+        if let Some(message) = message {
+            Cli::command().error(clap::error::ErrorKind::WrongNumberOfValues, message).exit();
+        }
+    }
+    match token::choose(&cli, &matches) {
+        Ok(token) => cli.token = token,
+        Err(err) => {
+            report(&err);
+            return ExitCode::from(err.exit_code());
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -7,22 +7,22 @@
 #   bash e2e/bench/run.sh --render [--out PATH]
 #
 #   --quick       n = 3 per figure (development); the default is n = 10 (~15 min on 2 cores)
-#   --only LIST   comma separated, of floor,ballast,ansible,swarm,fleet (default: all)
+#   --only LIST   comma separated, of floor,ballast,ansible,swarm,downtime,fleet (default: all)
 #   --out PATH    where the report goes (default: BENCHMARKS.md at the repository root); the measurements go
 #                 to e2e/bench/results.json beside it (PATH.json for another PATH)
 #   --render      measure nothing: write the report again from the saved measurements (after editing
 #                 e2e/bench/analysis.md, the hand-written part of the report)
 #
 # Env: BENCH_RIG_DIR (default /tmp/ballast-bench-rig), BENCH_VENV (default /var/tmp/ballast-bench-venv),
-#      BENCH_HOSTS (rig hosts, default 8).
-# One rig runs at a time on a machine: while another is up, this waits and retries every 30 s, up to 20 min.
+#      BENCH_HOSTS (rig hosts, default 8), RIG_SLOT (the rig's slot, default 0; see e2e/README.md).
+# One rig runs in a slot at a time: while another is up in it, this waits and retries every 30 s, up to 20 min.
 # It never tears down a rig it did not bring up. Run as root (the rig needs it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 die() { echo "run.sh: $*" >&2; exit 1; }
 
-n=10 only=floor,ballast,ansible,swarm,fleet out=$root/BENCHMARKS.md render=0
+n=10 only=floor,ballast,ansible,swarm,downtime,fleet out=$root/BENCHMARKS.md render=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) n=3 ;;
@@ -93,7 +93,7 @@ while :; do
     break
   fi
   case $err in
-    *"another rig is up"* | *"is not empty"* | *"listens on port 5000"*) ;;
+    *"another rig is up"* | *"is not empty"* | *"something listens on"*) ;;
     *) die "bringing up the rig failed: $err" ;;
   esac
   [ "$(date +%s)" -lt "$deadline" ] || die "another rig stayed up for 20 minutes: $err"

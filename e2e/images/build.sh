@@ -5,7 +5,8 @@
 #
 # good: busybox httpd on :3000 answering GET /up with 200 and the body VERSION.
 # bad:  busybox httpd on :3000 with no /up (404 forever): never healthy.
-# PID 1 is a shell that traps TERM and stops httpd, so `docker stop` is quick.
+# PID 1 is a shell that traps TERM and stops httpd, so `docker stop` is quick. With the env BOOT_DELAY=S the app
+# boots slowly, like a Rails app: nothing listens on :3000 for S seconds after the start.
 set -euo pipefail
 docker_host=$1 tag=$2 version=$3 kind=${4:-good}
 busybox=/bin/busybox   # busybox-static: no shared libraries needed inside the image
@@ -19,6 +20,11 @@ for applet in sh httpd sleep cat echo env ls ps kill wget true; do ln -s busybox
 printf '%s\n' "$version" > "$root/www/version"
 cat > "$root/start.sh" <<'SH'
 #!/bin/sh
+trap 'exit 0' TERM INT
+if [ -n "$BOOT_DELAY" ]; then
+  sleep "$BOOT_DELAY" &
+  wait $!
+fi
 httpd -f -p 3000 -h /www &
 pid=$!
 trap 'kill $pid; exit 0' TERM INT

@@ -19,6 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${1%/} cmd=$2 i=$3
 shift 3
 rig_check_dir "$dir"
+rig_load_slot "$dir"
 [ -f "$dir/rig.env" ] || rig_die "no rig up in $dir (no rig.env)"
 rig_check_host "$dir" "$i"
 h=$dir/h$i

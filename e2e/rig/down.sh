@@ -11,6 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ $# -eq 1 ] || rig_die "usage: down.sh DIR"
 dir=${1%/}
 rig_check_dir "$dir"
+rig_load_slot "$dir"
 [ "$(id -u)" = 0 ] || rig_die "run as root"
 if [ -e "$dir" ] && [ ! -f "$dir/$RIG_MARKER" ]; then
   rig_die "$dir is not a rig folder (no $RIG_MARKER): not touching it"

@@ -1,15 +1,13 @@
 # shellcheck shell=bash disable=SC2034
 # Shared names and helpers of the e2e rig, sourced by up.sh, down.sh, ctl.sh and selftest.sh.
 #
-# Layout of a rig in DIR (see e2e/README.md):
-#   bridge blst<hash of DIR> 10.211.0.1/24 in the root namespace, iptables FORWARD accept between its ports
-#   host i: netns blst-h<i>, veth vb<hash>-<i> (root side) / eth0 (inside) 10.211.0.(10+i),
+# Layout of a rig in DIR (see e2e/README.md), for slot S (RIG_SLOT, 0..9, default 0; rigs in different slots
+# run side by side):
+#   bridge blst<hash of DIR> 10.(211+S).0.1/24 in the root namespace, iptables FORWARD accept between its ports
+#   host i: netns blst-h<i> (slot 0) or blst<S>-h<i>, veth vb<hash>-<i> (root side) / eth0 (inside) 10.(211+S).0.(10+i),
 #           DIR/h<i>/{docker.sock,dockerd.pid,dockerd.log,data,run,sshd_config,sshd.pid,sshd.log,ssh_host_ed25519_key}
-#   registry: docker-registry on 10.211.0.1:5000, DIR/registry.{yml,pid,log}, storage DIR/registry
+#   registry: docker-registry on 10.(211+S).0.1:5000, DIR/registry.{yml,pid,log}, storage DIR/registry
 
-RIG_NET=10.211.0
-RIG_BRIDGE_ADDR=10.211.0.1
-RIG_REGISTRY_ADDR=10.211.0.1:5000
 RIG_MAX_HOSTS=8
 RIG_MARKER=.ballast-rig
 RIG_DOCKER=/usr/bin/docker
@@ -19,11 +17,29 @@ RIG_REGISTRY_PASSWORD=123456789012-auth-token
 
 rig_die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
+# rig_slot S: the addresses and names of slot S (0..9). up.sh takes S from RIG_SLOT; the other scripts from the
+# rig's rig.env (rig_load_slot), so a command never reaches another slot's rig.
+rig_slot() {
+  [[ $1 =~ ^[0-9]$ ]] || rig_die "RIG_SLOT must be 0..9: $1"
+  RIG_SLOT=$1
+  RIG_NET=10.$((211 + $1)).0
+  RIG_BRIDGE_ADDR=$RIG_NET.1
+  RIG_REGISTRY_ADDR=$RIG_NET.1:5000
+}
+rig_slot "${RIG_SLOT:-0}"
+
+# rig_load_slot DIR: the slot of the rig in DIR (its file DIR/slot; 0 for a rig without one).
+rig_load_slot() {
+  local s=0
+  if [ -s "$1/slot" ]; then s=$(tr -dc 0-9 <"$1/slot"); fi
+  rig_slot "${s:-0}"
+}
+
 # rig_hash DIR: 8 hex digits naming the rig's links, so rigs in different folders never share a link name.
 rig_hash() { printf %s "$1" | sha1sum | cut -c1-8; }
 rig_bridge() { echo "blst$(rig_hash "$1")"; }
 rig_veth() { echo "vb$(rig_hash "$1")-$2"; }
-rig_netns() { echo "blst-h$1"; }
+rig_netns() { if [ "$RIG_SLOT" = 0 ]; then echo "blst-h$1"; else echo "blst$RIG_SLOT-h$1"; fi; }
 rig_addr() { echo "$RIG_NET.$((10 + $1))"; }
 
 # rig_check_dir DIR: an absolute path of plain characters, short enough for the unix sockets under it.
@@ -108,7 +124,7 @@ rig_start_dockerd() { # DIR I
     --config-file "$h/daemon.json" \
     --data-root "$h/data" --exec-root "$h/run" --pidfile "$h/dockerd.pid" \
     -H "unix://$h/docker.sock" \
-    --containerd-namespace "blst-h$i" --containerd-plugins-namespace "blst-h$i-plugins" \
+    --containerd-namespace "$(rig_netns "$i")" --containerd-plugins-namespace "$(rig_netns "$i")-plugins" \
     --insecure-registry "$RIG_REGISTRY_ADDR" --bip "172.30.$i.1/24" \
     --shutdown-timeout 5 --log-level warn \
     >>"$h/dockerd.log" 2>&1 </dev/null &

@@ -5,6 +5,8 @@
 #
 # Env: RIG_REGISTRY_AUTH=1   registry behind htpasswd basic auth (user AWS, password 123456789012-auth-token)
 #      RIG_KEEP_ON_FAIL=1    on failure, leave everything up for inspection (then run down.sh DIR)
+#      RIG_SLOT=S            0..9 (default 0): the rig's addresses 10.(211+S).0.0/24 and namespaces; rigs in
+#                            different slots run side by side
 # Writes DIR/rig.env (sourceable) and DIR/hosts.yaml (ballast Host objects) once everything answers.
 # Stop it with e2e/rig/down.sh DIR.
 set -euo pipefail
@@ -24,7 +26,7 @@ for b in /usr/sbin/dockerd "$RIG_DOCKER" /usr/sbin/sshd /usr/bin/docker-registry
   command -v "$b" >/dev/null || rig_die "$b missing: run e2e/rig/deps.sh"
 done
 
-# Refuse when a rig is up here or elsewhere: names and addresses are fixed.
+# Refuse when a rig is up here or in this slot elsewhere: a slot's names and addresses are fixed.
 if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
   rig_die "$dir is not empty: a rig is up there or was left over (run e2e/rig/down.sh $dir)"
 fi
@@ -38,13 +40,14 @@ if ip -o -4 addr show | grep -qF " $RIG_BRIDGE_ADDR/"; then
   rig_die "$RIG_BRIDGE_ADDR is already assigned: another rig is up ($(ip -o link show type bridge |
     grep -o 'alias ballast-rig [^ ]*' | head -n1 || true)); run down.sh on its folder"
 fi
-if [ -n "$(ss -Hltn 'sport = :5000')" ]; then
-  rig_die "something listens on port 5000 in the root namespace (the Debian docker-registry service?): stop it first"
+if [ -n "$(ss -Hltn "( sport = :5000 ) and ( src $RIG_BRIDGE_ADDR or src 0.0.0.0 or src [::] )")" ]; then
+  rig_die "something listens on $RIG_REGISTRY_ADDR in the root namespace (the Debian docker-registry service?): stop it first"
 fi
 
 t0=$(date +%s%N)
 mkdir -p "$dir"
 echo "ballast e2e rig: remove with e2e/rig/down.sh $dir" >"$dir/$RIG_MARKER" # down.sh removes only marked folders
+echo "$RIG_SLOT" >"$dir/slot" # before anything is made: down.sh and ctl.sh read the slot from here
 ok=0 push_pid=
 on_exit() {
   [ "$ok" = 1 ] && return
@@ -214,6 +217,7 @@ push_pid=
 {
   echo "RIG_DIR=$dir"
   echo "RIG_N=$n"
+  echo "RIG_SLOT=$RIG_SLOT"
   echo "RIG_BRIDGE=$bridge"
   echo "RIG_REGISTRY=$RIG_REGISTRY_ADDR"
   echo "RIG_REGISTRY_AUTH=$auth"

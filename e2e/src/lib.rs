@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use ballast_tests::ballastd::Options;
 use ballast_tests::moto::REGION;
 
+pub mod load;
 pub mod stage;
 
 static RIG_LOCK: Mutex<()> = Mutex::new(());

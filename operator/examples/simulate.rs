@@ -3,7 +3,8 @@
 //! CPU time, host calls and store writes for: creating 3 roles on every host, changing their image, and each
 //! resync of the converged fleet; and the peak RSS.
 //!
-//! `cargo run --release -p ballast-operator --example simulate -- --hosts 1000 [--latency 1ms] [--resync 5s]`
+//! `cargo run --release -p ballast-operator --example simulate -- --hosts 1000 [--latency 1ms] [--resync 5s]
+//! [--max-unavailable 10%]`
 //!
 //! The hosts are `ballast_operator::hosts::fake::FakeHost`s behind the same `DockerHost` trait the SSH hosts
 //! implement; the three roles all carry an HTTP health check, which the fake answers at once, so what is measured
@@ -23,7 +24,7 @@ use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::store::memory::MemoryStore;
 use ballast_operator::store::{Actor, SpecStore};
 use ballast_specs::wire::UnitState;
-use ballast_specs::Object;
+use ballast_specs::{MaxUnavailable, Object};
 use clap::Parser;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,9 @@ pub struct Args {
     /// How long each convergence may take before the run fails.
     #[arg(long, default_value = "600s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// The roles' `spec.rollout.maxUnavailable` (a count or a percentage, e.g. 10%); absent: one host at a time.
+    #[arg(long, value_parser = MaxUnavailable::parse)]
+    pub max_unavailable: Option<MaxUnavailable>,
 }
 
 /// What one phase cost.
@@ -92,12 +96,13 @@ struct Fleet {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     println!(
-        "simulating {} hosts x {} roles ({} units), {:?} per docker call, resync {:?}",
+        "simulating {} hosts x {} roles ({} units), {:?} per docker call, resync {:?}, maxUnavailable {}",
         args.hosts,
         ROLES.len(),
         args.hosts * ROLES.len(),
         args.latency,
-        args.resync
+        args.resync,
+        args.max_unavailable.unwrap_or_default()
     );
     let report = simulate(&args).await?;
     print!("{}", table(&report, args.hosts));
@@ -110,7 +115,7 @@ pub async fn simulate(args: &Args) -> anyhow::Result<Report> {
     let mut report = Report::default();
 
     let mut objects: Vec<Object> = (0..args.hosts).map(|i| host(&name(i))).collect();
-    objects.extend(ROLES.iter().map(|(r, port)| role(r, args.hosts, V1, *port)));
+    objects.extend(ROLES.iter().map(|(r, port)| role(r, args.hosts, V1, *port, args.max_unavailable)));
     let phase = fleet
         .measure("create: apply hosts + roles", args.timeout, || async {
             fleet.store.apply(objects, false, &actor()).await.context("apply")?;
@@ -354,16 +359,21 @@ fn host(name: &str) -> Object {
     .expect("a valid host")
 }
 
-/// A role on every host, with resources and a health check (so no settle wait).
-fn role(role: &str, hosts: usize, image: &str, port: u16) -> Object {
+/// A role on every host, with resources and a health check (so no settle wait), rolling `max_unavailable` hosts
+/// at once.
+fn role(role: &str, hosts: usize, image: &str, port: u16, max_unavailable: Option<MaxUnavailable>) -> Object {
     let hosts: Vec<String> = (0..hosts).map(name).collect();
+    let rollout = match max_unavailable {
+        Some(max) => json!({"maxUnavailable": max}),
+        None => json!({}),
+    };
     serde_json::from_value(json!({
         "kind": "Role", "apiVersion": "ballast/v1", "metadata": {"name": role},
         "spec": {
             "hosts": hosts, "image": image, "resources": {"cpus": 0.5, "memory": "512m"},
             "env": {"RAILS_ENV": "production"}, "ports": [format!("{port}:3000")],
             "health": {"http": {"path": "/up", "port": 3000}, "interval": "1s", "timeout": "5s"},
-            "deployTimeout": "60s",
+            "deployTimeout": "60s", "rollout": rollout,
         }
     }))
     .expect("a valid role")
@@ -431,6 +441,7 @@ mod tests {
             resync: Duration::from_millis(500),
             resyncs: 2,
             timeout: Duration::from_secs(60),
+            max_unavailable: None,
         };
         let report = simulate(&args).await.expect("the simulation converges");
         assert_eq!(report.phases.len(), 2);

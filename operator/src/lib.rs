@@ -15,3 +15,4 @@ pub mod reconcile;
 pub mod rollout;
 pub mod runtime;
 pub mod store;
+pub mod tier;

@@ -93,8 +93,9 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
         for dup in duplicates {
             actions.push(Action::Remove { id: dup.id.clone(), reason: "duplicate container".into() });
         }
-        if desired.halted {
-            // The failed rollout's container survived (the executor was interrupted): undo it.
+        if desired.halted && !stale.is_empty() {
+            // The failed rollout's container survived beside the old one (the executor was interrupted): undo
+            // it. Alone, it is a rollout of that hash that succeeded here before another host failed it: keep it.
             actions.push(Action::Remove { id: keep.id.clone(), reason: "rollout failed".into() });
             if let Some(old) = stale.first() {
                 if old.state != ContainerState::Running {

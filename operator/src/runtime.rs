@@ -312,6 +312,7 @@ impl Loop {
                 let specs = Specs::new(snapshot);
                 self.ctx.hosts.retain(|name| specs.host(name).is_some());
                 self.ctx.metrics().retain_hosts(|name| specs.host(name).is_some());
+                self.ctx.note_specs(specs.snapshot());
                 self.specs = Arc::new(specs);
                 true
             }

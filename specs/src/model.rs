@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::{Cpus, Duration, Memory};
+use crate::rollout::MaxUnavailable;
 
 /// The only `apiVersion` of spec format v1.
 pub const API_VERSION: &str = "ballast/v1";
@@ -106,6 +107,9 @@ pub struct RoleSpec {
     pub strategy: Strategy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
+    /// How the role's units roll: with which other roles, how many at once. Absent in objects stored before it.
+    #[serde(default, skip_serializing_if = "Rollout::is_default")]
+    pub rollout: Rollout,
 }
 
 /// CPU and memory limits; absent means unlimited.
@@ -155,6 +159,20 @@ pub enum Strategy {
     StopFirst,
     /// Start the new container next to the old one; remove the old one once the new one is healthy.
     StartFirst,
+}
+
+/// How a role's units roll. Roles that name the same `group` roll as one tier: their units count against one
+/// budget of `maxUnavailable` units being replaced at once. A role without a group is a group of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollout {
+    /// The rollout group's name (a name like an object's); absent: the role is a group of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Units of the group replaced at once: a count or a percentage of the group's units; absent: 1. When the
+    /// roles of a group disagree, the smallest budget wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<MaxUnavailable>,
 }
 
 /// Docker logging driver and its options.
@@ -244,6 +262,17 @@ impl HostSpec {
     /// The local Docker socket path when the address is `unix://...`.
     pub fn local_socket(&self) -> Option<&str> {
         self.address.strip_prefix("unix://")
+    }
+}
+
+impl Rollout {
+    pub fn is_default(&self) -> bool {
+        *self == Rollout::default()
+    }
+
+    /// `maxUnavailable`, or its default: one unit at a time.
+    pub fn max_unavailable(&self) -> MaxUnavailable {
+        self.max_unavailable.unwrap_or_default()
     }
 }
 

@@ -13,10 +13,11 @@ use serde_yaml::{Mapping, Value};
 use crate::model::{
     default_deploy_timeout, default_docker_socket, default_interval, default_port, default_timeout,
     default_user, Health, Host, HostSpec, HttpCheck, Logging, Metadata, Object, Resources, Role, RoleSpec,
-    Secrets, Strategy,
+    Rollout, Secrets, Strategy,
 };
 use crate::problem::{field_path, index_path, is_within, Problem};
 use crate::quantity::{Cpus, Duration, Memory};
+use crate::rollout::MaxUnavailable;
 use crate::validate::{check_api_version, validate_object};
 
 /// Spec files larger than this are refused before they are parsed.
@@ -105,12 +106,14 @@ const ROLE_FIELDS: &[&str] = &[
     "deployTimeout",
     "strategy",
     "logging",
+    "rollout",
 ];
 const RESOURCES_FIELDS: &[&str] = &["cpus", "memory"];
 const SECRETS_FIELDS: &[&str] = &["source", "keys"];
 const HEALTH_FIELDS: &[&str] = &["http", "interval", "timeout"];
 const HTTP_FIELDS: &[&str] = &["path", "port"];
 const LOGGING_FIELDS: &[&str] = &["driver", "options"];
+const ROLLOUT_FIELDS: &[&str] = &["group", "maxUnavailable"];
 
 /// Reads one non-empty document. Fields that fail to read get placeholders, so that the semantic checks
 /// still run on the rest of the object.
@@ -243,6 +246,7 @@ fn read_role_spec(r: &mut Reader, value: &Value, path: &str) -> Option<RoleSpec>
             .unwrap_or_else(default_deploy_timeout),
         strategy: r.optional(&f, "strategy", Reader::strategy).unwrap_or_default(),
         logging: r.optional(&f, "logging", read_logging),
+        rollout: r.optional(&f, "rollout", read_rollout).unwrap_or_default(),
     })
 }
 
@@ -301,6 +305,14 @@ fn read_logging(r: &mut Reader, value: &Value, path: &str) -> Option<Logging> {
     Some(Logging { driver: driver.unwrap_or_default(), options })
 }
 
+fn read_rollout(r: &mut Reader, value: &Value, path: &str) -> Option<Rollout> {
+    let f = r.fields(value, path, ROLLOUT_FIELDS);
+    f.map?;
+    let group = r.optional(&f, "group", Reader::string);
+    let max_unavailable = r.optional(&f, "maxUnavailable", Reader::max_unavailable);
+    Some(Rollout { group, max_unavailable })
+}
+
 fn empty_host_spec() -> HostSpec {
     HostSpec {
         address: String::new(),
@@ -323,6 +335,7 @@ fn empty_role_spec() -> RoleSpec {
         deploy_timeout: default_deploy_timeout(),
         strategy: Strategy::default(),
         logging: None,
+        rollout: Rollout::default(),
     }
 }
 
@@ -478,6 +491,16 @@ impl Reader {
             Value::String(s) => Duration::parse(s),
             Value::Number(n) => Duration::parse(&n.to_string()),
             other => return self.wrong_type(path, "a duration (as 1s or 20m)", other),
+        };
+        self.quantity(path, parsed)
+    }
+
+    /// A count (`3`) or a percentage (`10%`).
+    fn max_unavailable(&mut self, value: &Value, path: &str) -> Option<MaxUnavailable> {
+        let parsed = match value {
+            Value::String(s) => MaxUnavailable::parse(s),
+            Value::Number(n) => MaxUnavailable::parse(&n.to_string()),
+            other => return self.wrong_type(path, "a count or a percentage (as 1, 3 or 10%)", other),
         };
         self.quantity(path, parsed)
     }

@@ -11,7 +11,8 @@ use crate::model::{HostSpec, Kind, Metadata, Object, RoleSpec, Strategy, API_VER
 use crate::ports::{parse_port, PortMapping};
 use crate::problem::{field_path, index_path, Problem};
 
-/// Checks one object: names, labels, address, image, env, secrets, ports, health, timeouts, strategy, logging.
+/// Checks one object: names, labels, address, image, env, secrets, ports, health, timeouts, strategy, logging,
+/// rollout group.
 pub fn validate_object(object: &Object) -> Vec<Problem> {
     let mut problems = Vec::new();
     match object {
@@ -246,7 +247,8 @@ fn check_header(problems: &mut Vec<Problem>, api_version: &str, metadata: &Metad
     }
 }
 
-fn check_label_key(key: &str) -> Result<(), String> {
+/// Checks a label key (of `metadata.labels`, or of a selector).
+pub(crate) fn check_label_key(key: &str) -> Result<(), String> {
     let bytes = key.as_bytes();
     let valid = !bytes.is_empty()
         && bytes.len() <= 253
@@ -428,6 +430,10 @@ fn check_role(problems: &mut Vec<Problem>, spec: &RoleSpec) {
             );
             add(problems, "spec.strategy", message);
         }
+    }
+
+    if let Some(group) = &spec.rollout.group {
+        add_err(problems, "spec.rollout.group", check_name(group));
     }
 
     if let Some(logging) = &spec.logging {

@@ -30,6 +30,15 @@ pub struct ApplyResponse {
     pub results: Vec<ApplyResult>,
 }
 
+/// `POST /api/v1/set-image`: the image of every role whose labels match `selector` (`app=datalake`), in one
+/// transaction; answered with an `ApplyResponse` (one result a matching role).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetImageRequest {
+    pub selector: String,
+    pub image: String,
+}
+
 /// What an apply did (or would do, on a dry run) to one object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

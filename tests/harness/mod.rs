@@ -8,6 +8,7 @@
 //! - [`sshd`]: a throwaway sshd on loopback with its own host key, client key and known_hosts.
 //! - [`objects`]: sample hosts and roles.
 //! - [`process`]: whether a process still runs; killing one by PID.
+//! - [`raw_http`]: HTTP/1.1 written by hand over TCP (any `Host`, any header, half a request).
 //! - [`wait`]: polling a condition with a deadline (never sleep to synchronise).
 
 pub mod ballastd;
@@ -17,6 +18,7 @@ pub mod etcd;
 pub mod moto;
 pub mod objects;
 pub mod process;
+pub mod raw_http;
 pub mod sshd;
 pub mod wait;
 

@@ -37,6 +37,7 @@ pub fn role(name: &str, hosts: &[&str], image: &str) -> Role {
             deploy_timeout: Duration::from_secs(600),
             strategy: Default::default(),
             logging: None,
+            rollout: Default::default(),
         },
     }
 }

@@ -112,8 +112,15 @@ async fn raw_http_errors() {
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", stack.ballastd.url());
 
-    let (status, body) =
-        error_body(http.post(url("/api/v1/apply")).body("{\"objects\": [").send().await.expect("post")).await;
+    let (status, body) = error_body(
+        http.post(url("/api/v1/apply"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{\"objects\": [")
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
     assert_eq!((status, body.error.code.as_str()), (StatusCode::BAD_REQUEST, "bad_request"));
 
     let unknown = json!({"objects": [{"kind": "Role", "apiVersion": "ballast/v1", "metadata": {"name": "x"},
@@ -160,9 +167,31 @@ async fn refuses_a_public_address_without_tokens() {
     let (status, log) = Ballastd::run_to_exit(options).expect("run");
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(
-        log.contains("refusing to listen on 0.0.0.0:0 without --token-file: without tokens ballastd listens only on loopback addresses"),
+        log.contains(
+            "refusing to listen on 0.0.0.0:0 without TLS (--tls-cert, --tls-key) and tokens (--token-file); listen \
+             on a loopback address (127.0.0.1, ::1), give them, or pass --insecure"
+        ),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn refuses_a_resync_under_a_second() {
+    for (flag, value) in [("--resync", "0s"), ("--resync", "500ms"), ("--header-timeout", "0s")] {
+        let options = Options {
+            etcd: vec!["http://127.0.0.1:9".to_string()],
+            args: vec![flag.to_string(), value.to_string()],
+            ..Options::default()
+        };
+        let (status, log) = Ballastd::run_to_exit(options).expect("run");
+        assert_eq!(status.code(), Some(2), "{log}");
+        assert!(
+            log.contains(&format!(
+                "invalid value '{value}' for '{flag} <DUR>': {value} is too short: at least 1s"
+            )),
+            "{log}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -429,3 +429,102 @@ async fn events_follow_prints_new_events_as_json_lines() {
     child.kill().expect("kill");
     child.wait().expect("wait");
 }
+
+#[tokio::test]
+async fn set_image_by_selector_then_wait_for_every_role_it_changed() {
+    let stack = Stack::seeded().await.expect("stack");
+    let store = EtcdStore::connect(&stack.etcd.endpoints()).await.expect("store");
+    let before = stack.roles().expect("roles");
+    let v2 = "registry.local/datalake:v2";
+
+    // Refused, changing nothing: no role matches; a selector that is not key=value; a bad image.
+    let out = stack.ballast(&["set", "image", "--selector", "app=nope", v2]);
+    assert_eq!(
+        (out.status.code(), stderr(&out)),
+        (Some(1), "error: role with labels \"app=nope\" not found\n".into())
+    );
+    let out = stack.ballast(&["set", "image", "-l", "app!=datalake", v2]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "--selector: \"app!=datalake\" is not a key=value requirement (only = and == are supported, as in \
+         app=datalake,tier=web)\nerror: 1 problem found, nothing was done\n"
+    );
+    let out = stack.ballast(&["set", "image", "-l", "app=datalake", "Registry.local/Datalake:V2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("IMAGE: \"Registry.local/Datalake:V2\" is not an image reference"),
+        "{}",
+        stderr(&out)
+    );
+    let out = stack.ballast(&["set", "image", "-l", "app=datalake", "web", v2]);
+    assert_eq!(out.status.code(), Some(2), "a role and a selector: usage error");
+    assert!(stderr(&out).contains("with --selector, give IMAGE only"), "{}", stderr(&out));
+    assert_eq!(stack.roles().expect("roles"), before, "nothing changed");
+
+    // Every role labelled app=datalake, in one transaction (one etcd revision).
+    let out = ok(stack.ballast(&["set", "image", "--selector", "app=datalake", v2]));
+    assert_eq!(
+        out,
+        "role/job image updated (generation 2)\nrole/web image updated (generation 2)\n\
+         role/web_replica image updated (generation 2)\n"
+    );
+    let after = stack.roles().expect("roles");
+    assert!(after.iter().all(|v| v.role.spec.image == v2), "{after:#?}");
+    let revisions: std::collections::BTreeSet<i64> = after.iter().map(|v| v.role.metadata.revision).collect();
+    assert_eq!(revisions.len(), 1, "one transaction: {revisions:?}");
+    let again: ApplyResponse =
+        serde_json::from_str(&ok(stack.ballast(&["set", "image", "-l", "app=datalake", v2, "-o", "json"])))
+            .expect("json");
+    assert_eq!(again.results.len(), 3);
+    assert!(again.results.iter().all(|r| r.outcome == ballast_specs::wire::ApplyOutcome::Unchanged));
+
+    // --wait covers every role it changed: two converged at generation 3, web_replica not yet.
+    let unit = |role: &str, host: &str, state: UnitState, observed: u64| -> UnitStatus {
+        serde_json::from_value(serde_json::json!({
+            "role": role, "host": host, "generation": 3, "observedGeneration": observed, "state": state,
+            "message": "halted: the rollout of web failed on web-1: pull failed; `ballast rollout retry web` tries it again",
+            "since": "2026-01-01T00:00:00Z"
+        }))
+        .expect("status")
+    };
+    store.put_status(&unit("job", "web-1", UnitState::Converged, 3)).await.expect("status");
+    store.put_status(&unit("web", "web-1", UnitState::Converged, 3)).await.expect("status");
+    let out = stack.ballast(&[
+        "set",
+        "image",
+        "-l",
+        "app=datalake",
+        "registry.local/datalake:v3",
+        "--wait",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: timed out after 1s waiting for web_replica@web-2 (no status yet) to converge\n"
+    );
+    assert!(stdout(&out).starts_with("role/job image updated (generation 3)\n"), "{}", stdout(&out));
+
+    // `status --selector` waits for the same roles.
+    store.put_status(&unit("web_replica", "web-2", UnitState::Failed, 2)).await.expect("status");
+    let out = stack.ballast(&["status", "-l", "app=datalake", "--wait", "--timeout", "10s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: rollout failed: web_replica@web-2: halted: the rollout of web"),
+        "{}",
+        stderr(&out)
+    );
+    store.put_status(&unit("web_replica", "web-2", UnitState::Converged, 3)).await.expect("status");
+    let out =
+        stack.ballast(&["status", "--selector", "app=datalake", "--wait", "--timeout", "10s", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed: List<UnitStatus> = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(listed.items.len(), 3);
+    let out = stack.ballast(&["status", "-l", "app=nope"]);
+    assert_eq!(
+        (out.status.code(), stderr(&out)),
+        (Some(1), "error: no role has the labels app=nope\n".into())
+    );
+}

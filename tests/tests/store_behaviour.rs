@@ -7,7 +7,7 @@ use ballast_operator::store::etcd::EtcdStore;
 use ballast_operator::store::memory::MemoryStore;
 use ballast_operator::store::{Actor, SpecStore, StatusStore, StoreError, HISTORY_LIMIT};
 use ballast_specs::wire::{ApplyOutcome, ApplyResult};
-use ballast_specs::{Kind, Object, RoleControl};
+use ballast_specs::{Kind, Object, RoleControl, Selector};
 use ballast_tests::objects::{event, host, host_object, role, role_object, status, with_label, with_memory};
 use ballast_tests::TestEtcd;
 use futures::StreamExt;
@@ -51,6 +51,9 @@ cases!(
     controls_do_not_bump_generation,
     status_round_trips,
     cluster_key_is_made_once,
+    set_image_by_selector_is_one_transaction,
+    set_image_refuses_unknown_selectors_and_bad_images,
+    set_image_goes_around_a_concurrent_edit,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -457,4 +460,102 @@ async fn cluster_key_is_made_once(store: Views) {
     assert_eq!(first.len(), 32);
     assert_eq!(second.unwrap(), first, "of two operators starting at once, one key wins");
     assert_eq!(store.api.cluster_key().await.unwrap(), first, "the same key ever after");
+}
+
+/// Hosts `h1`, `h2`; roles `web` (h1) and `web_replica` (h2) labelled `app: datalake`, `job` (h1) `app: other`.
+async fn seed_datalake(store: &Views) {
+    let labelled = |name: &str, host: &str, app: &str| {
+        Object::Role(with_label(role(name, &[host], "app:v1"), "app", app))
+    };
+    let objects = vec![
+        host_object("h1"),
+        host_object("h2"),
+        labelled("web", "h1", "datalake"),
+        labelled("web_replica", "h2", "datalake"),
+        labelled("job", "h1", "other"),
+    ];
+    apply(store, objects).await;
+}
+
+async fn set_image_by_selector_is_one_transaction(store: Views) {
+    seed_datalake(&store).await;
+    let selector = Selector::parse("app=datalake").unwrap();
+    let results = store.api.set_image(&selector, "app:v2", &actor()).await.unwrap();
+    assert_eq!(
+        results,
+        vec![
+            result(Kind::Role, "web", ApplyOutcome::Configured, 2),
+            result(Kind::Role, "web_replica", ApplyOutcome::Configured, 2)
+        ]
+    );
+    let mut roles = Vec::new();
+    for name in ["web", "web_replica", "job"] {
+        roles.push(store.api.get_role(name).await.unwrap().unwrap());
+    }
+    let [web, replica, job] = <[_; 3]>::try_from(roles).unwrap();
+    let images = [&web, &replica, &job].map(|r| r.spec.image.clone());
+    assert_eq!(images, ["app:v2", "app:v2", "app:v1"]);
+    assert_eq!(job.metadata.generation, 1, "a role the selector does not match is untouched");
+    assert_eq!(web.metadata.revision, replica.metadata.revision, "both written by one transaction");
+    let history = store.api.history("web_replica").await.unwrap();
+    assert_eq!(
+        (history.len(), history[1].actor.as_str(), history[1].spec.image.as_str()),
+        (2, "alice", "app:v2")
+    );
+
+    // The same again changes nothing and writes nothing.
+    let before = store.api.snapshot().await.unwrap();
+    let results = store.api.set_image(&selector, "app:v2", &actor()).await.unwrap();
+    let outcomes: Vec<(ApplyOutcome, u64)> = results.iter().map(|r| (r.outcome, r.generation)).collect();
+    assert_eq!(outcomes, [(ApplyOutcome::Unchanged, 2), (ApplyOutcome::Unchanged, 2)]);
+    assert_eq!(store.api.snapshot().await.unwrap(), before);
+
+    // Every requirement must hold.
+    let one = Selector::parse("app=other").unwrap();
+    let results = store.api.set_image(&one, "app:v3", &actor()).await.unwrap();
+    assert_eq!(results, vec![result(Kind::Role, "job", ApplyOutcome::Configured, 2)]);
+}
+
+async fn set_image_refuses_unknown_selectors_and_bad_images(store: Views) {
+    seed_datalake(&store).await;
+    let before = store.api.snapshot().await.unwrap();
+    for text in ["app=nope", "app=datalake,tier=web", "team=datalake"] {
+        match store.api.set_image(&Selector::parse(text).unwrap(), "app:v2", &actor()).await {
+            Err(StoreError::NotFound { kind: "role with labels", name }) => assert_eq!(name, text),
+            other => panic!("no role matches {text}: expected NotFound, got {other:?}"),
+        }
+    }
+    let selector = Selector::parse("app=datalake").unwrap();
+    match store.api.set_image(&selector, "App:V2 ", &actor()).await {
+        Err(StoreError::Invalid(problems)) => {
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].path, "image");
+            assert!(problems[0].message.contains("whitespace"), "{problems:?}");
+        }
+        other => panic!("a bad image must be invalid, got {other:?}"),
+    }
+    assert_eq!(store.api.snapshot().await.unwrap(), before, "nothing stored");
+}
+
+async fn set_image_goes_around_a_concurrent_edit(store: Views) {
+    seed_datalake(&store).await;
+    let (selector, alice) = (Selector::parse("app=datalake").unwrap(), actor());
+    for round in 0..10 {
+        let mut edit = store.api.get_role("web").await.unwrap().unwrap();
+        edit.spec.env.insert("ROUND".to_string(), round.to_string());
+        let image = format!("app:r{round}");
+        let (edited, set) =
+            tokio::join!(store.api.update_role(edit, &alice), store.api.set_image(&selector, &image, &alice));
+        set.expect("set image retries around the edit");
+        let web = store.api.get_role("web").await.unwrap().unwrap();
+        let replica = store.api.get_role("web_replica").await.unwrap().unwrap();
+        assert_eq!((web.spec.image.as_str(), replica.spec.image.as_str()), (image.as_str(), image.as_str()));
+        match edited {
+            // The edit landed first and set image went around it (both kept), or set image landed first and
+            // the edit, read before, conflicted.
+            Ok(_) => assert_eq!(web.spec.env.get("ROUND"), Some(&round.to_string()), "round {round}"),
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("round {round}: {other:?}"),
+        }
+    }
 }

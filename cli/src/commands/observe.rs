@@ -9,17 +9,20 @@ use ballast_specs::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::{fetch_role, role_query, Context};
+use super::{fetch_role, role_query, Context, Selection};
 use crate::error::{CliError, Result};
 use crate::render::{age, or_dash, print_data, table, timestamp, Output};
 
 /// How often `status --wait` and `events -f` ask again.
 const POLL: StdDuration = StdDuration::from_millis(500);
 
-/// Prints the units' status; with `wait`, first waits until the selection settles (see [`settle`]).
-pub async fn status(cx: &Context, role: Option<&str>, wait: Option<&Duration>) -> Result<()> {
+/// Prints the status of the selected roles' units; with `wait`, first waits until they settle (see [`settle`]).
+pub async fn status(cx: &Context, selection: &Selection, wait: Option<&Duration>) -> Result<()> {
     let Some(timeout) = wait else {
-        let list: List<UnitStatus> = cx.client.get(&format!("/api/v1/status{}", role_query(role))).await?;
+        let list = match selection {
+            Selection::All | Selection::Role(_) => statuses(cx, selection).await?,
+            _ => only(selection, &selected(cx, selection).await?, statuses(cx, selection).await?),
+        };
         return print_status(cx.output, &list);
     };
     let deadline = Instant::now() + timeout.as_std();
@@ -27,11 +30,8 @@ pub async fn status(cx: &Context, role: Option<&str>, wait: Option<&Duration>) -
     let live = cx.output == Output::Table && std::io::stdout().is_terminal();
     let mut progress = Progress::default();
     loop {
-        let roles: Vec<RoleView> = match role {
-            Some(name) => vec![fetch_role(cx, name).await?],
-            None => cx.client.get::<List<RoleView>>("/api/v1/roles").await?.items,
-        };
-        let list: List<UnitStatus> = cx.client.get(&format!("/api/v1/status{}", role_query(role))).await?;
+        let roles = selected(cx, selection).await?;
+        let list = only(selection, &roles, statuses(cx, selection).await?);
         let verdict = settle(&roles, &list.items);
         let timed_out = Instant::now() >= deadline;
         if cx.output == Output::Table {
@@ -57,6 +57,45 @@ pub async fn status(cx: &Context, role: Option<&str>, wait: Option<&Duration>) -
             None => tokio::time::sleep(POLL).await,
         }
     }
+}
+
+/// The selected roles. A selector that matches no role is an error.
+async fn selected(cx: &Context, selection: &Selection) -> Result<Vec<RoleView>> {
+    let all = || async { Ok::<_, CliError>(cx.client.get::<List<RoleView>>("/api/v1/roles").await?.items) };
+    match selection {
+        Selection::All => all().await,
+        Selection::Role(name) => Ok(vec![fetch_role(cx, name).await?]),
+        Selection::Labels(selector) => {
+            let roles: Vec<RoleView> =
+                all().await?.into_iter().filter(|v| selector.matches(&v.role.metadata.labels)).collect();
+            if roles.is_empty() {
+                return Err(CliError::Failed(format!("no role has the labels {selector}")));
+            }
+            Ok(roles)
+        }
+        Selection::Roles(names) => {
+            Ok(all().await?.into_iter().filter(|v| names.contains(&v.role.metadata.name)).collect())
+        }
+    }
+}
+
+/// The stored statuses: of one role, or of every role.
+async fn statuses(cx: &Context, selection: &Selection) -> Result<List<UnitStatus>> {
+    let role = match selection {
+        Selection::Role(name) => Some(name.as_str()),
+        _ => None,
+    };
+    Ok(cx.client.get(&format!("/api/v1/status{}", role_query(role))).await?)
+}
+
+/// The statuses of `roles`' units when roles were picked by labels or by name (ballastd already lists one
+/// role's, or every unit's, itself).
+fn only(selection: &Selection, roles: &[RoleView], list: List<UnitStatus>) -> List<UnitStatus> {
+    if matches!(selection, Selection::All | Selection::Role(_)) {
+        return list;
+    }
+    let names: HashSet<&str> = roles.iter().map(|v| v.role.metadata.name.as_str()).collect();
+    List { items: list.items.into_iter().filter(|s| names.contains(s.role.as_str())).collect() }
 }
 
 /// What `status --wait` has shown so far: the live table's height, or each unit's last printed state.

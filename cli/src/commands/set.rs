@@ -1,10 +1,11 @@
-//! `set image` and `set resources`: read the role, change one field, write it back with compare-and-swap.
+//! `set image` and `set resources`: read the role, change one field, write it back with compare-and-swap;
+//! `set image --selector`: the image of every matching role, in one transaction on ballastd's side.
 
-use ballast_specs::wire::RoleView;
-use ballast_specs::{validate_object, Cpus, Memory, Object, RoleSpec};
+use ballast_specs::wire::{ApplyOutcome, ApplyResponse, RoleView, SetImageRequest};
+use ballast_specs::{check_image, validate_object, Cpus, Duration, Memory, Object, Problem, RoleSpec};
 use reqwest::StatusCode;
 
-use super::{fetch_role, role_path, Context};
+use super::{fetch_role, observe, parse_selector, role_path, Context, Selection};
 use crate::client::ClientError;
 use crate::error::{CliError, Result};
 use crate::render::print_data;
@@ -12,8 +13,44 @@ use crate::render::print_data;
 /// How often a change is tried when someone else changed the role in between.
 const ATTEMPTS: usize = 3;
 
-pub async fn image(cx: &Context, role: &str, image: String) -> Result<()> {
-    change(cx, role, "image", |spec| spec.image = image.clone()).await
+/// Sets one role's image; with `wait`, then waits for the role as `status --wait` does.
+pub async fn image(cx: &Context, role: &str, image: String, wait: Option<&Duration>) -> Result<()> {
+    change(cx, role, "image", |spec| spec.image = image.clone()).await?;
+    match wait {
+        Some(timeout) => observe::status(cx, &Selection::Role(role.to_string()), Some(timeout)).await,
+        None => Ok(()),
+    }
+}
+
+/// Sets the image of every role whose labels match `selector`, in one transaction: all of them or none. With
+/// `wait`, then waits for every one of them as `status --wait` does.
+pub async fn image_by_selector(
+    cx: &Context,
+    selector: &str,
+    image: String,
+    wait: Option<&Duration>,
+) -> Result<()> {
+    let selector = parse_selector(selector)?;
+    if let Err(message) = check_image(&image) {
+        return Err(CliError::invalid(vec![Problem::new("IMAGE", message)], "nothing was changed"));
+    }
+    let request = SetImageRequest { selector: selector.to_string(), image };
+    let response: ApplyResponse = cx.client.post("/api/v1/set-image", &request).await?;
+    if !print_data(cx.output, &response)? {
+        for result in &response.results {
+            match result.outcome {
+                ApplyOutcome::Unchanged => println!("role/{} unchanged", result.name),
+                _ => println!("role/{} image updated (generation {})", result.name, result.generation),
+            }
+        }
+    }
+    match wait {
+        Some(timeout) => {
+            let roles = response.results.into_iter().map(|r| r.name).collect();
+            observe::status(cx, &Selection::Roles(roles), Some(timeout)).await
+        }
+        None => Ok(()),
+    }
 }
 
 pub async fn resources(cx: &Context, role: &str, cpus: Option<Cpus>, memory: Option<Memory>) -> Result<()> {

@@ -20,7 +20,7 @@ pub enum ApiError {
     /// 401: no token, or one the server does not know.
     #[error("{0}")]
     Unauthorized(String),
-    /// 403: a read-only token on a mutating call.
+    /// 403: a read-only token on a mutating call, or a request sent by a web page.
     #[error("{0}")]
     Forbidden(String),
     /// 404.
@@ -29,12 +29,18 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 421: the `Host` names something else than this API (a DNS-rebinding page, a misrouted request).
+    #[error("{0}")]
+    Misdirected(String),
     /// 409: a stale revision, or a host still in use.
     #[error("{0}")]
     Conflict(String),
     /// 413: more than [`BODY_LIMIT`] bytes.
     #[error("request body is larger than the limit of {} MiB", BODY_LIMIT / (1024 * 1024))]
     TooLarge,
+    /// 415: a write whose body is not declared `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 422: every problem found; nothing was stored.
     #[error("{message}")]
     Invalid { message: String, problems: Vec<Problem> },
@@ -47,6 +53,12 @@ pub enum ApiError {
     /// 501: the operator does not offer this yet.
     #[error("{0}")]
     NotImplemented(String),
+    /// 503: too many heavy requests (plan, logs, exec) at once, or too many connections.
+    #[error("{0}")]
+    Busy(String),
+    /// 503: the request did not finish within the request timeout.
+    #[error("{0}")]
+    Timeout(String),
     /// 503: etcd is down. The cause is logged, not sent.
     #[error("the store is unavailable: etcd cannot be reached or did not answer in time")]
     Unavailable,
@@ -72,12 +84,15 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::HostFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::HostUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Busy(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,12 +106,16 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Misdirected(_) => "misdirected",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge => "too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid { .. } => "invalid",
             ApiError::HostFailed(_) => "host_failed",
             ApiError::HostUnavailable(_) => "host_unavailable",
             ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Busy(_) => "busy",
+            ApiError::Timeout(_) => "timeout",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }

@@ -1,16 +1,26 @@
 //! The HTTP API: `/up`, `/metrics` and the JSON API under `/api/v1/`. Handlers only translate.
 //!
-//! [`router`] is the one entry point, used by `ballastd` and by the tests. Routes, bodies and status codes are
-//! listed in docs/reference.md ("HTTP API"); every error answer is an `ErrorBody`.
+//! [`router`] is the one entry point, used by `ballastd` and by the tests; [`serve::serve`] serves it (TLS, the
+//! connection cap, the header timeout). Routes, bodies and status codes are listed in docs/reference.md
+//! ("HTTP API"); every error answer is an `ErrorBody`.
+//!
+//! In this order: the browser checks (`browser`: Host, Origin, fetch metadata, content type) on every request
+//! (unknown routes included), then on every route the token (`auth`), the request timeout (`limits`), and for
+//! `/plan`, logs and exec the cap on heavy requests. `GET /up` has none of them.
 
 pub mod auth;
 mod body;
+pub mod browser;
 mod containers;
 pub mod error;
+pub mod limits;
 mod objects;
 mod observe;
 mod rollout;
+pub mod serve;
+pub mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +36,9 @@ use futures::stream::BoxStream;
 use prometheus_client::registry::Registry;
 
 pub use auth::{Access, Auth, TokenFileError};
+pub use browser::{ApiName, ApiNames};
 pub use error::{ApiError, BODY_LIMIT};
+pub use limits::Limits;
 
 use crate::hosts::{ExecOutput, HostError, LogLine};
 use crate::store::{SpecStore, StoreError};
@@ -43,6 +55,10 @@ pub struct AppState {
     /// Serves `logs` and `exec` of a role's containers; `None` until the operator provides its host clients
     /// (the routes then answer 501).
     pub hosts: Option<Arc<dyn Containers>>,
+    /// The names the API answers to (the `Host` check).
+    pub names: Arc<ApiNames>,
+    /// The request timeout and the cap on heavy requests.
+    pub limits: Arc<Limits>,
 }
 
 /// What the operator would do right now, for every unit or for one role's units.
@@ -86,7 +102,8 @@ pub enum ContainerError {
 }
 
 impl AppState {
-    /// A state with no planner, no host access and an empty metrics registry.
+    /// A state with no planner, no host access, an empty metrics registry, the default limits, and the names
+    /// of an API listening on 127.0.0.1:7373.
     pub fn new(store: Arc<dyn SpecStore>, auth: Auth) -> AppState {
         AppState {
             store,
@@ -94,14 +111,18 @@ impl AppState {
             plans: None,
             metrics: Arc::new(Registry::default()),
             hosts: None,
+            names: Arc::new(ApiNames::new(SocketAddr::from(([127, 0, 0, 1], 7373)), Vec::new())),
+            limits: Arc::new(Limits::default()),
         }
     }
 }
 
 /// The whole HTTP surface of `ballastd`.
 pub fn router(state: AppState) -> Router {
+    let heavy = || middleware::from_fn_with_state(state.clone(), limits::heavy);
     let guarded = Router::new()
         .route("/api/v1/apply", post(objects::apply))
+        .route("/api/v1/set-image", post(objects::set_image))
         .route("/api/v1/hosts", get(objects::list_hosts))
         .route("/api/v1/hosts/{name}", get(objects::get_host).delete(objects::delete_host))
         .route("/api/v1/roles", get(objects::list_roles))
@@ -116,14 +137,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/roles/{name}/restart", post(rollout::restart))
         .route("/api/v1/roles/{name}/retry", post(rollout::retry))
         .route("/api/v1/status", get(observe::status))
-        .route("/api/v1/plan", get(observe::plan))
+        .route("/api/v1/plan", get(observe::plan).route_layer(heavy()))
         .route("/api/v1/events", get(observe::events))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::deadline))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     // Container output may hold secrets: a write token even for the GET.
     let sensitive = Router::new()
-        .route("/api/v1/roles/{name}/logs", get(containers::logs))
-        .route("/api/v1/roles/{name}/exec", post(containers::exec))
+        .route(
+            "/api/v1/roles/{name}/logs",
+            get(containers::logs)
+                .route_layer(heavy())
+                .route_layer(middleware::from_fn_with_state(state.clone(), limits::deadline)),
+        )
+        .route(
+            "/api/v1/roles/{name}/exec",
+            post(containers::exec)
+                .route_layer(heavy())
+                .route_layer(middleware::from_fn_with_state(state.clone(), limits::exec_deadline)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_write_token));
     Router::new()
         .route("/up", get(up))
@@ -132,6 +164,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Around everything, unknown routes and methods included (a CORS preflight's OPTIONS); not `/up`.
+        .layer(middleware::from_fn_with_state(state.clone(), browser::refuse_browsers))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

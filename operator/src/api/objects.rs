@@ -1,10 +1,10 @@
-//! Handlers for specs: apply, hosts and roles (get, list, replace, delete).
+//! Handlers for specs: apply, hosts and roles (get, list, replace, delete), the image of roles by selector.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use ballast_specs::wire::{ApplyRequest, ApplyResponse, List, RoleView};
-use ballast_specs::{validate_object, validate_set, Object, Problem, Role};
+use ballast_specs::wire::{ApplyRequest, ApplyResponse, List, RoleView, SetImageRequest};
+use ballast_specs::{check_image, validate_object, validate_set, Object, Problem, Role, Selector};
 
 use super::body::JsonBody;
 use super::error::ApiError;
@@ -139,6 +139,27 @@ pub async fn put_role(
     role.metadata.creation_timestamp = None;
     let stored = state.store.update_role(role, &actor).await?;
     Ok(Json(role_view(state.store.as_ref(), stored).await?))
+}
+
+/// `POST /api/v1/set-image`: the image of every role whose labels match the selector, in one transaction; 404
+/// when no role matches, 422 for a bad selector or image. Nothing is stored unless every role is.
+pub async fn set_image(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(request): JsonBody<SetImageRequest>,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    let mut problems = Vec::new();
+    let selector = Selector::parse(&request.selector)
+        .map_err(|message| problems.push(Problem::new("selector", message)))
+        .ok();
+    if let Err(message) = check_image(&request.image) {
+        problems.push(Problem::new("image", message));
+    }
+    let Some(selector) = selector.filter(|_| problems.is_empty()) else {
+        return Err(ApiError::invalid(problems));
+    };
+    let results = state.store.set_image(&selector, &request.image, &actor).await?;
+    Ok(Json(ApplyResponse { results }))
 }
 
 pub async fn delete_role(

@@ -366,6 +366,32 @@ async fn tokens_decide_who_may_read_and_write() {
     assert_eq!(read::<List<RoleRevision>>(&body).items[0].actor, "alice");
 }
 
+#[tokio::test]
+async fn set_image_by_selector_changes_every_matching_role_or_none() {
+    let (app, store) = app();
+    apply(&app, datalake()).await;
+    let before = store.snapshot().await.unwrap();
+    let set = |selector: &str, image: &str| json!({"selector": selector, "image": image});
+
+    let (status, body) = call(&app, Method::POST, "/api/v1/set-image", Some(set("app!=x", "App V2"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let paths: Vec<String> = error(&body).error.problems.into_iter().map(|p| p.path).collect();
+    assert_eq!(paths, ["selector", "image"]);
+    let (status, body) = call(&app, Method::POST, "/api/v1/set-image", Some(set("app=nope", "app:v2"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&body).error.message, "role with labels \"app=nope\" not found");
+    assert_eq!(store.snapshot().await.unwrap(), before, "nothing stored");
+
+    let (status, body) =
+        call(&app, Method::POST, "/api/v1/set-image", Some(set("app=datalake", "app:v2"))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let response: ApplyResponse = read(&body);
+    let changed: Vec<(&str, u64)> =
+        response.results.iter().map(|r| (r.name.as_str(), r.generation)).collect();
+    assert_eq!(changed, [("job", 2), ("web", 2), ("web_replica", 2)]);
+    assert_eq!(role(&app, "web_replica").await.role.spec.image, "app:v2");
+}
+
 /// A store whose etcd is gone: every call fails as unavailable.
 struct DownStore;
 
@@ -389,6 +415,14 @@ impl SpecStore for DownStore {
         Err(down())
     }
     async fn update_role(&self, _: Role, _: &Actor) -> Result<Role, StoreError> {
+        Err(down())
+    }
+    async fn set_image(
+        &self,
+        _: &ballast_specs::Selector,
+        _: &str,
+        _: &Actor,
+    ) -> Result<Vec<ballast_specs::wire::ApplyResult>, StoreError> {
         Err(down())
     }
     async fn delete_role(&self, _: &str, _: &Actor) -> Result<(), StoreError> {

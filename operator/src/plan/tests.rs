@@ -317,6 +317,18 @@ fn halted_rollout_removes_a_leftover_new_container() {
 }
 
 #[test]
+fn halted_rollout_keeps_a_host_where_it_succeeded() {
+    // This host rolled to bb before another host failed bb: it keeps what works, and rolls nothing back.
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v2 converged=2 halted
+         container c2 gen=2 hash=bb image=app:v2 running",
+        expect![[r#"
+            state: Converged
+        "#]],
+    );
+}
+
+#[test]
 fn paused_is_observed_only() {
     check(
         "desired web@h1 gen=2 hash=bb image=app:v2 converged=1 paused

@@ -18,7 +18,7 @@ use crate::labels;
 use crate::metrics::Metrics;
 use crate::plan::{self, Plan};
 use crate::rollout;
-use crate::store::{StatusStore, StoreError};
+use crate::store::{Snapshot, StatusStore, StoreError};
 
 /// Everything a reconcile needs, shared by all units of one leader's term.
 pub struct Context {
@@ -100,11 +100,17 @@ impl Context {
         self.memory.statuses().get(unit).cloned()
     }
 
-    /// A Docker event of `unit` came while its reconcile runs: if it waits for its role's rollout lock, it looks at
-    /// its host again, so that a container removed meanwhile is created at once instead of after another host's
-    /// rollout.
+    /// A Docker event of `unit` came while its reconcile runs: if it waits for a slot of its rollout group, it looks
+    /// at its host again, so that a container removed meanwhile is created at once instead of after another
+    /// host's rollout.
     pub fn poke(&self, unit: &Unit) {
         self.memory.poke(unit);
+    }
+
+    /// The specs changed: their rollout groups (which roles roll together, and how many units at once) are taken
+    /// when `snapshot` is newer than those known.
+    pub fn note_specs(&self, snapshot: &Snapshot) {
+        self.memory.note_specs(snapshot);
     }
 
     /// Forgets the pokes of a unit whose reconcile ended.
@@ -120,7 +126,8 @@ impl Context {
         control: &RoleControl,
         secrets: Option<&ResolvedSecrets>,
     ) -> plan::Desired {
-        self.memory.statuses().desired(role, unit, control, secrets)
+        let tiers = self.memory.tiers();
+        self.memory.statuses().desired(role, unit, control, secrets, &tiers)
     }
 
     /// What a rollout needs of the reconciler.
@@ -147,7 +154,7 @@ impl Context {
     }
 
     /// The status of a unit whose plan is empty: `hash` is the desired container's; a `Failed` plan names the
-    /// host whose failed rollout halts it.
+    /// host (and role, when it is another of its rollout group) whose failed rollout halts it.
     pub(super) fn settled_status(
         &self,
         unit: &Unit,
@@ -158,8 +165,9 @@ impl Context {
         observed: &[Container],
     ) -> UnitStatus {
         let current = observed.iter().find(|c| c.labels.get(labels::HASH).map(String::as_str) == Some(hash));
+        let tiers = self.memory.tiers();
         let statuses = self.memory.statuses();
-        let halted_by = statuses.halted_by(role, hash, control);
+        let halted_by = statuses.halted_by(role, hash, control, &tiers);
         let outcome = Outcome::Settled { plan, current, halted_by };
         status::status(unit, role.metadata.generation, statuses.get(unit), outcome, Utc::now())
     }

@@ -1,6 +1,7 @@
 //! What the reconciler remembers during one leader's term: the last status of every unit (indexed for the
-//! lookups each reconcile makes), the convergence clock of each role, the rollout lock of each role, the
-//! pokes that wake a unit waiting for that lock, and the generation each role's secret was last read at.
+//! lookups each reconcile makes), the convergence clock of each role, the rollout groups of the newest specs
+//! and the replacements under way in each, the pokes that wake a unit waiting for a slot of its group, and the
+//! generation each role's secret was last read at.
 //!
 //! Every lookup is independent of the number of units, so a full resync of N units costs O(N), not O(N²).
 //! Nothing here does I/O: the context writes the store, then records here what it wrote.
@@ -14,10 +15,13 @@ use ballast_specs::{Role, RoleControl};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::budget::{Budgets, Slot};
 use super::Unit;
 use crate::aws::ResolvedSecrets;
 use crate::desired;
 use crate::plan;
+use crate::store::Snapshot;
+use crate::tier::{self, Tiers};
 
 /// The reconciler's memory; every part behind its own lock, held only for a lookup or an update.
 #[derive(Default)]
@@ -25,9 +29,11 @@ pub(super) struct Memory {
     statuses: Mutex<Statuses>,
     /// Per role, the generation its units are converging to, for `ballast_converge_seconds`.
     convergence: Mutex<HashMap<String, Convergence>>,
-    /// One rollout per role at a time: hosts of a role roll one by one.
-    rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Wakes a unit that waits for its role's rollout lock when something new is seen for it.
+    /// The rollout groups of the newest specs seen.
+    tiers: Mutex<Arc<Tiers>>,
+    /// Replacements under way per rollout group: at most its budget at once.
+    budgets: Budgets,
+    /// Wakes a unit that waits for a slot of its rollout group when something new is seen for it.
     pokes: Mutex<HashMap<Unit, Arc<Notify>>>,
     /// The generation each role with secrets was last resolved at: a new one re-reads its secret.
     secret_generations: Mutex<HashMap<String, u64>>,
@@ -83,11 +89,31 @@ impl Memory {
         Some(entry.since.elapsed())
     }
 
-    pub fn rollout_lock(&self, role: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.rollout_locks).entry(role.to_string()).or_default().clone()
+    /// Takes the rollout groups of `snapshot` when it is newer than those known, and lets waiting units look
+    /// at their group's budget again (it may have grown).
+    pub fn note_specs(&self, snapshot: &Snapshot) {
+        {
+            let mut tiers = lock(&self.tiers);
+            if snapshot.revision <= tiers.revision() {
+                return;
+            }
+            *tiers = Arc::new(tier::tiers(snapshot.revision, &snapshot.roles, &snapshot.controls));
+        }
+        self.budgets.budgets_changed();
     }
 
-    /// Wakes `unit` if it waits for its role's rollout lock.
+    /// The rollout groups of the newest specs seen.
+    pub fn tiers(&self) -> Arc<Tiers> {
+        lock(&self.tiers).clone()
+    }
+
+    /// Waits until `role`'s rollout group has a replacement fewer under way than its budget, and takes a slot.
+    pub async fn rollout_slot(&self, role: &Role) -> Slot {
+        let (group, _) = self.tiers().budget(role);
+        self.budgets.take(&group, || self.tiers().budget(role).1).await
+    }
+
+    /// Wakes `unit` if it waits for a slot of its rollout group.
     pub fn poke(&self, unit: &Unit) {
         lock(&self.pokes).entry(unit.clone()).or_default().notify_one();
     }
@@ -167,31 +193,49 @@ impl Statuses {
             .filter_map(move |host| self.by_unit.get(&Unit { role: role.to_string(), host: host.clone() }))
     }
 
-    /// What the planner compares for `unit` of `role`: the spec, plus what these statuses say (the role's failed
-    /// rollouts, for the halt check, and the generation the unit last converged at).
+    /// What the planner compares for `unit` of `role`: the spec, plus what these statuses say (the failed
+    /// rollouts of the role and of the other roles of its rollout group, for the halt check, and the generation
+    /// the unit last converged at).
     pub fn desired(
         &self,
         role: &Role,
         unit: &Unit,
         control: &RoleControl,
         secrets: Option<&ResolvedSecrets>,
+        tiers: &Tiers,
     ) -> plan::Desired {
         let converged = self.get(unit).map(|s| s.observed_generation).unwrap_or(0);
         let failures: Vec<FailedRollout> =
             self.failures(&unit.role).filter_map(|s| s.failed.clone()).collect();
-        desired::desired(role, &unit.host, control, secrets, &failures, converged)
+        let mut desired = desired::desired(role, &unit.host, control, secrets, &failures, converged);
+        desired.halted |= self.tier_failure(tiers, &unit.role).is_some();
+        desired
     }
 
-    /// The status of the unit whose failed rollout halts the role at `hash`, if any: for the halt message.
+    /// The status of the unit whose failed rollout halts the role at `hash`, if any: one of the role's own, else
+    /// one of another role of its rollout group. For the halt message.
     pub fn halted_by<'a>(
         &'a self,
         role: &'a Role,
         hash: &str,
         control: &RoleControl,
+        tiers: &'a Tiers,
     ) -> Option<&'a UnitStatus> {
         let generation = role.metadata.generation;
         self.failures(&role.metadata.name)
             .find(|s| s.failed.as_ref().is_some_and(|f| desired::halts(f, hash, control, generation)))
+            .or_else(|| self.tier_failure(tiers, &role.metadata.name))
+    }
+
+    /// The status of a unit of another role of `role`'s rollout group whose failed rollout halts the group: a
+    /// failure recorded at that role's current generation and retry counter. Costs the group's roles and their
+    /// failures, never the units.
+    fn tier_failure<'a>(&'a self, tiers: &'a Tiers, role: &'a str) -> Option<&'a UnitStatus> {
+        tiers.peers(role).find_map(|peer| {
+            self.failures(&peer.role).find(|s| {
+                s.failed.as_ref().is_some_and(|f| f.generation == peer.generation && f.retry == peer.retry)
+            })
+        })
     }
 
     /// Every unit of the role converged at its generation. Counted first: the units are looked at one by one

@@ -3,13 +3,14 @@
 //! A host pass ([`host_pass`]) lists a host once and picks the units whose plan has actions or whose status is
 //! stale; the unit loop ([`reconcile`]) observes, plans, reports and executes until the plan is empty; the
 //! executor performs one action and records its event; [`status`] is the pure function that says what a unit's
-//! status is; the memory keeps the last statuses, convergence clocks, rollout locks and pokes of this leader's
-//! term; [`Preview`] answers `ballast plan` from the store without touching that memory.
+//! status is; the memory keeps the last statuses, convergence clocks, rollout groups and pokes of this leader's
+//! term, [`budget`] the replacements under way in each rollout group; [`Preview`] answers `ballast plan` from the store without touching that memory.
 //!
 //! A reconcile never learns why it ran; running it again on a converged unit changes nothing. Leadership is
 //! checked right before each action: a process that no longer leads stops at the next step with `NotLeader`
 //! (its status and event writes are fenced in the store as well).
 
+mod budget;
 mod context;
 mod execute;
 mod host_pass;

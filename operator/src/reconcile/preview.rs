@@ -13,6 +13,7 @@ use crate::aws::SecretSource;
 use crate::hosts::{Container, HostPool};
 use crate::plan::{self, Plan};
 use crate::store::{SpecStore, StoreError};
+use crate::tier::{self, Tiers};
 
 /// Plans every unit without acting, over the shared host pool.
 pub struct Preview {
@@ -39,6 +40,8 @@ impl Preview {
         for s in self.store.list_status().await? {
             statuses.insert(Unit { role: s.role.clone(), host: s.host.clone() }, s);
         }
+        let snapshot = specs.snapshot();
+        let tiers = tier::tiers(snapshot.revision, &snapshot.roles, &snapshot.controls);
         let mut out = Vec::new();
         for host in specs.hosts() {
             let name = &host.metadata.name;
@@ -63,7 +66,8 @@ impl Preview {
                 if role.is_some_and(|r| r != unit.role) {
                     continue;
                 }
-                let (actions, message) = match self.plan_unit(&specs, &statuses, &unit, &listing).await {
+                let planned = self.plan_unit(&specs, &statuses, &tiers, &unit, &listing).await;
+                let (actions, message) = match planned {
                     Ok(plan) => (plan.actions.iter().map(ToString::to_string).collect(), plan.message),
                     Err(e) => (Vec::new(), e),
                 };
@@ -78,6 +82,7 @@ impl Preview {
         &self,
         specs: &Specs,
         statuses: &Statuses,
+        tiers: &Tiers,
         unit: &Unit,
         listing: &[Container],
     ) -> Result<Plan, String> {
@@ -93,7 +98,7 @@ impl Preview {
             ),
             None => None,
         };
-        let desired = statuses.desired(role, unit, &control, secrets.as_ref());
+        let desired = statuses.desired(role, unit, &control, secrets.as_ref(), tiers);
         Ok(plan::plan(Some(&desired), &observed))
     }
 }

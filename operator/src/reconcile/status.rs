@@ -17,7 +17,8 @@ use crate::plan::{self, Plan};
 #[derive(Clone, Copy, Debug)]
 pub enum Outcome<'a> {
     /// The plan is empty: the unit rests in `plan.state`. `current` is the container of the desired hash, if
-    /// any; `halted_by` the status of the unit of the same role whose failed rollout halts this one.
+    /// any; `halted_by` the status of the unit (of the same role, or another of its rollout group) whose failed
+    /// rollout halts this one.
     Settled { plan: &'a Plan, current: Option<&'a Container>, halted_by: Option<&'a UnitStatus> },
     /// The plan has actions that are about to run.
     Acting { plan: &'a Plan },
@@ -94,10 +95,15 @@ pub fn status(
 }
 
 /// The message of a unit whose plan is halted: its own failure's reason if the rollout failed here, else
-/// where and why it failed on another host of the role.
+/// where and why it failed on another host of the role, or of another role of its rollout group (and so which
+/// role a retry is for).
 fn failed_message(unit: &Unit, previous: Option<&UnitStatus>, halted_by: Option<&UnitStatus>) -> String {
     match (previous, halted_by) {
         (Some(prev), _) if prev.failed.is_some() => prev.message.clone(),
+        (_, Some(other)) if other.role != unit.role => format!(
+            "halted: the rollout of {} failed on {}: {}; `ballast rollout retry {}` tries it again",
+            other.role, other.host, other.message, other.role
+        ),
         (_, Some(other)) => format!(
             "halted: the rollout failed on {}: {}; `ballast rollout retry {}` tries it again",
             other.host, other.message, unit.role

@@ -1,8 +1,8 @@
 //! The unit loop: the reconcile of one (role, host) unit. Observe (one list), plan, report the status if it
 //! changed, execute, and again until the plan is empty, at most `max_passes` times.
 //!
-//! Replacing a container holds the role's rollout lock, so hosts of a role roll one at a time; creating a
-//! missing container does not wait for it.
+//! Replacing a container holds a slot of the role's rollout group, so at most the group's budget of its units
+//! (`maxUnavailable`, one by default) are replaced at once; creating a missing container does not wait for one.
 
 use ballast_specs::wire::{FailedRollout, UnitState};
 use ballast_specs::Role;
@@ -23,6 +23,7 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
         return Ok(UnitState::Converged);
     };
     let client = ctx.hosts.client(host);
+    ctx.note_specs(specs.snapshot());
     let role = specs.desired_role(unit);
     if let Some(role) = role {
         ctx.note_generation(role);
@@ -38,7 +39,7 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
         },
         None => None,
     };
-    let mut rollout_guard = None;
+    let mut rollout_slot = None;
 
     let mut passes = 0;
     while passes < ctx.config.max_passes {
@@ -57,7 +58,7 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
             for action in &plan.actions {
                 ctx.ensure_leading()?;
                 // Boxed: a unit's future is as large as its largest step, and a rollout's is large, while every
-                // unit of a role may be waiting for its rollout lock at once.
+                // unit of a group may be waiting for a slot at once.
                 match Box::pin(execute(ctx, &*client, unit, None, &control, None, action)).await {
                     Ok(()) => count_drift(ctx, action, plan.state),
                     Err(ExecError::Failed(_)) => {}
@@ -74,21 +75,21 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
             ctx.check_converged(role);
             return Ok(plan.state);
         }
-        // Replacing a container holds the role's rollout lock: hosts of a role roll one at a time. Creating a
-        // missing one does not: nothing there is serving to protect, and a container removed on one host must
-        // not wait for another host's rollout (up to its deployTimeout) to come back.
+        // Replacing a container holds a slot of the role's rollout group: at most the group's budget of units
+        // are replaced at once. Creating a missing one does not: nothing there is serving to protect, and a
+        // container removed on one host must not wait for another host's rollout (up to its deployTimeout).
         let rolls = plan
             .actions
             .iter()
             .any(|a| matches!(a, Action::Deploy { old: Some(_), .. } | Action::Finish { .. }));
-        if rolls && rollout_guard.is_none() {
-            // Another host may have failed this very rollout while we waited: look again under the lock. A poke
-            // (something new seen for this unit) looks again without it. Waiting is not a pass, and keeps nothing
-            // of this one: every unit of a role may be waiting at once.
+        if rolls && rollout_slot.is_none() {
+            // A unit of the group may have failed its rollout while we waited: look again holding the slot. A
+            // poke (something new seen for this unit) looks again without it. Waiting is not a pass, and keeps
+            // nothing of this one: every unit of a group may be waiting at once.
             drop((listing, observed, desired, plan));
-            let (lock, poked) = (ctx.memory.rollout_lock(&unit.role), ctx.memory.pokes_of(unit));
+            let poked = ctx.memory.pokes_of(unit);
             tokio::select! {
-                guard = lock.lock_owned() => rollout_guard = Some(guard),
+                slot = ctx.memory.rollout_slot(role) => rollout_slot = Some(slot),
                 () = poked.notified() => {}
             }
             passes -= 1;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ballast_specs::wire::{ApplyResult, Event, RoleRevision, UnitStatus};
-use ballast_specs::{validate_object, validate_set, Host, Kind, Object, Problem, Role, RoleControl};
+use ballast_specs::{
+    check_image, validate_object, validate_set, Host, Kind, Object, Problem, Role, RoleControl, Selector,
+};
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use serde::de::DeserializeOwned;
@@ -254,6 +256,53 @@ impl<K: Kv> SpecStore for KvStore<K> {
             }
         }
         Err(StoreError::Conflict(format!("role {name:?} kept changing while it was being stored")))
+    }
+
+    async fn set_image(
+        &self,
+        selector: &Selector,
+        image: &str,
+        actor: &Actor,
+    ) -> Result<Vec<ApplyResult>, StoreError> {
+        if let Err(message) = check_image(image) {
+            return Err(StoreError::Invalid(vec![Problem::new("image", message)]));
+        }
+        for attempt in 0..ATTEMPTS {
+            backoff(attempt).await;
+            let specs = self.read_specs().await?;
+            let matching: Vec<&Role> =
+                specs.roles.values().filter(|role| selector.matches(&role.metadata.labels)).collect();
+            if matching.is_empty() {
+                return Err(StoreError::NotFound { kind: "role with labels", name: selector.to_string() });
+            }
+            let now = Utc::now();
+            let (mut results, mut then) = (Vec::new(), Vec::new());
+            // A role written after the read (one that now matches, say) makes the transaction fail and start over.
+            let mut when =
+                vec![Compare::PrefixUnchangedSince { prefix: ROLES.to_string(), revision: specs.revision }];
+            for role in matching {
+                let mut changed = role.clone();
+                changed.spec.image = image.to_string();
+                let change = decide(&Object::Role(changed), Some(&Object::Role(role.clone())), now);
+                when.push(Compare::ModRevision {
+                    key: role_key(&role.metadata.name),
+                    revision: role.metadata.revision,
+                });
+                results.push(ApplyResult {
+                    kind: Kind::Role,
+                    name: role.metadata.name.clone(),
+                    outcome: change.outcome,
+                    generation: change.generation,
+                });
+                then.extend(write_ops(&change, actor, now)?);
+            }
+            if then.is_empty() || self.kv.txn(when, then).await?.is_some() {
+                return Ok(results);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "the roles matching {selector} kept changing while their image was being set; nothing was stored"
+        )))
     }
 
     async fn delete_role(&self, name: &str, _actor: &Actor) -> Result<(), StoreError> {

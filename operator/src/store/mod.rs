@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ballast_specs::wire::{ApplyResult, Event, RoleRevision, UnitStatus};
-use ballast_specs::{Host, Object, Problem, Role, RoleControl};
+use ballast_specs::{Host, Object, Problem, Role, RoleControl, Selector};
 use futures::stream::BoxStream;
 
 pub use election::Leadership;
@@ -113,6 +113,17 @@ pub trait SpecStore: Send + Sync + 'static {
     /// Replaces a role's spec if its stored `metadata.revision` still equals `role.metadata.revision`
     /// (compare-and-swap); else `Conflict`. Returns the stored role.
     async fn update_role(&self, role: Role, actor: &Actor) -> Result<Role, StoreError>;
+
+    /// Sets the image of every role whose `metadata.labels` match `selector`, in one transaction: each role's
+    /// write compares its mod revision, and no role may be written between the read and the write, so it changes
+    /// all of them or none. One result a matching role, by name (`unchanged` when it has that image already).
+    /// No role matching: `NotFound`; an invalid image: `Invalid` (path `image`); nothing is stored then.
+    async fn set_image(
+        &self,
+        selector: &Selector,
+        image: &str,
+        actor: &Actor,
+    ) -> Result<Vec<ApplyResult>, StoreError>;
 
     /// Deletes a role (its control switches, history and status go with it). Missing: `NotFound`.
     async fn delete_role(&self, name: &str, actor: &Actor) -> Result<(), StoreError>;

@@ -80,3 +80,33 @@ fn source_positions_follow_the_text() {
     assert_eq!(source_position(&value, "a.z.w"), [1, usize::MAX, usize::MAX]);
     assert_eq!(source_position(&value, ""), Vec::<usize>::new());
 }
+
+#[test]
+fn rollout_group_and_budget() {
+    let text = "apiVersion: ballast/v1\nkind: Role\nmetadata: {name: web, labels: {app: datalake}}\n\
+                spec:\n  hosts: [web-1]\n  image: app:v1\n  rollout: {group: web, maxUnavailable: 10%}\n---\n\
+                apiVersion: ballast/v1\nkind: Role\nmetadata: {name: job}\nspec: {hosts: [web-1], image: app:v1, \
+                rollout: {maxUnavailable: 2}}\n---\n\
+                apiVersion: ballast/v1\nkind: Role\nmetadata: {name: cron}\nspec: {hosts: [web-1], image: app:v1}\n";
+    let objects = parse_documents(text, None).unwrap();
+    let rollouts: Vec<&Rollout> = objects
+        .iter()
+        .map(|o| match o {
+            Object::Role(role) => &role.spec.rollout,
+            Object::Host(_) => panic!("roles only"),
+        })
+        .collect();
+    let web = Rollout { group: Some("web".into()), max_unavailable: Some(MaxUnavailable::Percent(10)) };
+    let job = Rollout { group: None, max_unavailable: Some(MaxUnavailable::Count(2)) };
+    assert_eq!(rollouts, [&web, &job, &Rollout::default()]);
+    assert_eq!(rollouts[2].max_unavailable(), MaxUnavailable::Count(1), "one at a time by default");
+
+    // Stored as JSON the way it was written; a role stored before `rollout` existed reads with the defaults and
+    // is written back without it.
+    let json = serde_json::to_value(&objects[0]).unwrap();
+    assert_eq!(json["spec"]["rollout"], serde_json::json!({"group": "web", "maxUnavailable": "10%"}));
+    let json = serde_json::to_value(&objects[2]).unwrap();
+    assert!(json["spec"].get("rollout").is_none(), "{json}");
+    let old: Object = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(old, objects[2]);
+}

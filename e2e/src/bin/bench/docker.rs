@@ -118,6 +118,16 @@ pub async fn state(docker: &Docker, id: &str) -> Result<Option<State>> {
     }
 }
 
+/// The container's address on its first network that has one.
+pub async fn ip(docker: &Docker, id: &str) -> Result<Option<String>> {
+    let c = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .with_context(|| format!("inspecting {id}"))?;
+    let networks = c.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    Ok(networks.into_values().filter_map(|n| n.ip_address).find(|ip| !ip.is_empty()))
+}
+
 /// Ids of the containers carrying `label` (`KEY` or `KEY=VALUE`); only running ones unless `all`.
 pub async fn ids(docker: &Docker, label: &str, all: bool) -> Result<Vec<String>> {
     let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);

@@ -9,9 +9,11 @@
 mod ansible;
 mod ballast;
 mod docker;
+mod downtime;
 mod fleet;
 mod floor;
 mod poller;
+mod probe;
 mod report;
 mod stage;
 mod stats;
@@ -36,7 +38,7 @@ use crate::stats::Results;
 #[command(name = "bench")]
 struct Args {
     /// The rig to run on (brought up by e2e/rig/up.sh; e2e/bench/run.sh does that).
-    #[arg(long, value_name = "DIR", required_unless_present = "render")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["render", "probe"])]
     rig: Option<PathBuf>,
     /// Iterations per figure.
     #[arg(long, default_value_t = 10)]
@@ -45,7 +47,7 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
     /// A Python venv with ansible and the docker package (e2e/bench/run.sh makes it).
-    #[arg(long, value_name = "DIR", required_unless_present = "render")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["render", "probe"])]
     venv: Option<PathBuf>,
     /// Where to save the measurements (JSON), to write the report again later.
     #[arg(long, value_name = "PATH")]
@@ -58,9 +60,13 @@ struct Args {
         long,
         value_delimiter = ',',
         value_name = "LIST",
-        default_value = "floor,ballast,ansible,swarm,fleet"
+        default_value = "floor,ballast,ansible,swarm,downtime,fleet"
     )]
     only: Vec<String>,
+    /// Measure nothing: `--n` rounds of `GET /up` to each address, latencies printed as JSON (the bench runs
+    /// itself so inside a host's network namespace, see `probe.rs`).
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...", hide = true)]
+    probe: Vec<SocketAddr>,
     /// A line on how the run was made, for the report (e.g. the command and the commit).
     #[arg(long, default_value = "")]
     provenance: String,
@@ -82,10 +88,19 @@ pub const WAIT: Duration = Duration::from_secs(90);
 pub const ARP_RETRANSMIT_MS: u32 = 10;
 
 /// The sections in the order they run.
-const SECTIONS: [&str; 5] = ["floor", "ballast", "ansible", "swarm", "fleet"];
+const SECTIONS: [&str; 6] = ["floor", "ballast", "ansible", "swarm", "downtime", "fleet"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.probe.is_empty() {
+        return match probe::run(&args.probe, args.n) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench --probe: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -152,6 +167,7 @@ async fn run(args: Args) -> Result<bool> {
             "ballast" => ballast::run(&mut bench).await,
             "ansible" => ansible::run(&mut bench).await,
             "swarm" => swarm::run(&mut bench).await,
+            "downtime" => downtime::run(&mut bench).await,
             _ => fleet::run(&mut bench).await,
         };
         match result {

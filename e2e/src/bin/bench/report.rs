@@ -254,6 +254,11 @@ fn targets(out: &mut String, r: &Results) {
         let _ =
             writeln!(out, "| … and no etcd writes | {total} writes in {} resync periods | {verdict} |", w.n);
     }
+    if let Some(failed) = r.get("downtime.proxy") {
+        let total: f64 = failed.values.iter().sum();
+        let verdict = if total == 0.0 { "met".to_string() } else { format!("**missed**: {total} failed") };
+        let _ = writeln!(out, "| an image change behind the proxy fails no request (row 7) | {total} failed in {} changes under load | {verdict} |", failed.values.len());
+    }
 }
 
 /// How many of ballast's memory restores restarted the container.
@@ -437,6 +442,40 @@ fn figures(out: &mut String, r: &Results, hosts: usize) {
         "\n### 1,000 simulated hosts\n\nMeasured by another command, on in-memory hosts rather than rig hosts \
          (`cargo run --release -p ballast-operator --example simulate -- --hosts 1000`): its figures are in the \
          analysis below (\"Row 6: 1,000 simulated hosts\")."
+    );
+    downtime(out, r);
+}
+
+/// Row 7: failed requests during an image change under load, tool by tool; the proxy's latency.
+fn downtime(out: &mut String, r: &Results) {
+    let _ = writeln!(
+        out,
+        "\n## 7. Zero downtime: failed requests during an image change under load (app boots in {} s)\n",
+        crate::downtime::BOOT
+    );
+    let _ = writeln!(out, "{} `GET /up` a second, each on a new connection, from before the change until the new version answers; every answer that is not a 200 and every failed connection counts.\n", crate::downtime::RATE);
+    let _ = writeln!(out, "| tool | failed requests (median, min-max) | n |\n|---|---:|---:|");
+    for (tool, key) in [
+        ("ballast with its proxy (start-first behind Caddy)", "downtime.proxy"),
+        ("ballast stop-first (published port)", "downtime.stopfirst"),
+        ("Docker Swarm stop-first (host-mode port)", "swarm.downtime"),
+        ("stop-first by hand (the floor)", "downtime.floor"),
+    ] {
+        match r.get(key).and_then(|f| f.summary()) {
+            Some(s) => {
+                let _ = writeln!(out, "| {tool} | {} | {} |", span(s, ""), s.n);
+            }
+            None => {
+                let _ = writeln!(out, "| {tool} | not measured in this run | |");
+            }
+        }
+    }
+    table(out, r, &["downtime.proxy.time", "downtime.stopfirst.time"], None);
+    table(
+        out,
+        r,
+        &["proxy.latency.p50", "proxy.latency.direct.p50", "proxy.latency.p99", "proxy.latency.direct.p99"],
+        None,
     );
 }
 

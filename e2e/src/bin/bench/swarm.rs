@@ -9,13 +9,18 @@
 //!   and `--restart-delay 0s`.
 //! - Row 4: Swarm does not see a `docker update --memory`; restoring it takes a service update, which
 //!   recreates the task (`--force --limit-memory 256m`).
+//! - Row 7: image changes of the slowly booting app under load (see `downtime.rs`), stop-first: start-first
+//!   through the routing mesh needs IPVS, which this kernel lacks.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use ballast_e2e::load::{Load, LoadConfig};
+
 use crate::ballast::{first_ok_after_failure, replaced_by};
 use crate::docker;
+use crate::downtime;
 use crate::poller::Poller;
 use crate::stage::ROLE_MEMORY;
 use crate::stats::ms;
@@ -48,6 +53,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
 }
 
 async fn measure(bench: &mut Bench, docker: &bollard::Docker) -> Result<()> {
+    let boot = format!("BOOT_DELAY={}", downtime::BOOT);
     let poller = Poller::start(bench.up_addr(HOST)?);
     let n = bench.n;
     bench
@@ -164,6 +170,32 @@ async fn measure(bench: &mut Bench, docker: &bollard::Docker) -> Result<()> {
     r.add("swarm.mem.restarts", "restarts (the task is recreated)", "restarts", restarts);
     r.add("swarm.mem.gap", "downtime", "ms", gap);
     log("swarm row 4 measured");
+
+    // Row 7: the app booting slowly, image changes under load. Start-first through the routing mesh, the way
+    // Swarm serves without a gap, needs IPVS, which this kernel lacks; stop-first on the host-mode port it is.
+    bench.docker_cli(HOST, &["service", "update", "--detach", "--env-add", &boot, SERVICE]).await?;
+    settled(docker).await?;
+    let addr = bench.up_addr(HOST)?;
+    let mut failed = Vec::new();
+    for _ in 0..n.min(5) {
+        tag = if tag == "v2" { "v1" } else { "v2" };
+        let load = Load::start(LoadConfig { rate: downtime::RATE, ..LoadConfig::new(addr) })?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bench
+            .docker_cli(HOST, &["service", "update", "--detach", "--image", &bench.image(tag), SERVICE])
+            .await?;
+        let report = downtime::served(load, tag).await?;
+        log(&format!("downtime: swarm → {tag}: {}", report.summary()));
+        failed.push(report.failed() as f64);
+        settled(docker).await?;
+    }
+    bench.results.add(
+        "swarm.downtime",
+        "Docker Swarm stop-first (host-mode port): failed requests during an image change",
+        "requests",
+        failed,
+    );
+    log("swarm row 7 measured");
 
     // Start-first without a published port (the ballast figure's counterpart): a service made so.
     bench.docker_cli(HOST, &["service", "rm", SERVICE]).await?;

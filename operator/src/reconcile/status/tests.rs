@@ -4,7 +4,8 @@
 //! Fixture lines (`| TEXT` is a message, and may hold spaces and colons):
 //! `unit ROLE@HOST gen=N` — the unit and its role's desired generation;
 //! `previous STATE observed=N since=S [container=ID image=I] [cpus=C] [memory=M] [failed=HASH/RETRY/GEN] [| MESSAGE]`;
-//! `halted-by HOST failed=HASH/RETRY/GEN | MESSAGE` — the status of another host of the role;
+//! `halted-by [ROLE@]HOST failed=HASH/RETRY/GEN | MESSAGE` — the status of another host of the role (or, with
+//! `ROLE@`, of a unit of another role of its rollout group);
 //! and one outcome:
 //! `settled STATE [container=ID image=I] [cpus=C] [memory=M] [| PLAN MESSAGE]`,
 //! `acting STATE [| PLAN MESSAGE]`, `rollout-failed HASH/RETRY/GEN | REASON`, `unreachable | MESSAGE`,
@@ -125,7 +126,12 @@ impl Fixture {
                     fixture.previous = Some(s);
                 }
                 "halted-by" => {
-                    let mut s = fixture.blank(&fields["state"], UnitState::Failed, message);
+                    let (role, host) = match fields["state"].split_once('@') {
+                        Some((role, host)) => (role.to_string(), host.to_string()),
+                        None => (fixture.unit.role.clone(), fields["state"].clone()),
+                    };
+                    let mut s = fixture.blank(&host, UnitState::Failed, message);
+                    s.role = role;
                     s.failed = Some(rollout(&fields["failed"]));
                     fixture.halted_by = Some(s);
                 }
@@ -299,6 +305,23 @@ fn halted_by_another_host_says_where_and_why() {
             generation: 2 observed: 1
             container: c90000000000 app:v1
             message: halted: the rollout failed on h1: not healthy within deployTimeout 2s; `ballast rollout retry web` tries it again
+            since: 100
+        "#]],
+    );
+}
+
+#[test]
+fn halted_by_another_role_of_the_group_names_the_role_and_the_host() {
+    check(
+        "unit web_replica@h2 gen=4
+         previous Converged observed=3 since=10 container=c9 image=app:v1
+         halted-by web@h1 failed=bb/0/2 | not healthy within deployTimeout 2s
+         settled Failed container=c9 image=app:v1 | rollout halted",
+        expect![[r#"
+            state: Failed
+            generation: 4 observed: 3
+            container: c90000000000 app:v1
+            message: halted: the rollout of web failed on h1: not healthy within deployTimeout 2s; `ballast rollout retry web` tries it again
             since: 100
         "#]],
     );
