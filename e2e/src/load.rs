@@ -1,282 +1,349 @@
-//! A bounded load generator: `GET` requests on one address at a fixed rate for at most a fixed time, each on a
-//! new connection, and a count of every answer: 200s by body (the app answers its version), other statuses, and
-//! failed connections or requests. Open loop: a slow answer never delays the next request, so a gap in service
-//! shows as failures, not as fewer requests.
+//! A small, bounded HTTP load generator for scenarios and benchmarks: GETs sent at a steady rate (open loop: a
+//! slow answer never slows the sending), every answer counted by status and body, every failed connection counted.
+//!
+//! It runs on its own thread and runtime, so a scenario may block (on `ballast`, on `docker`) while it runs:
+//! [`Load::start`] begins, [`Running::finish`] stops it and waits for the answers still in flight.
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use ballast_e2e::load::Load;
+//! let running = Load::new("http://10.212.0.11:80/version").rate(200).duration(Duration::from_secs(30)).start();
+//! // ... change the deployment ...
+//! let report = running.finish();
+//! assert_eq!((report.non_200, report.failed), (0, 0), "{report}");
+//! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{ensure, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-/// The most a load may run, whatever it is asked for: load generators here are bounded in rate and time.
+/// The longest a load may run, whatever it is asked.
 pub const MAX_DURATION: Duration = Duration::from_secs(60);
-/// The most requests a second a load may send.
-pub const MAX_RATE: u32 = 500;
+/// The most requests a second it sends.
+pub const MAX_RATE: u32 = 2_000;
+/// How many failures a report keeps the details of (all are counted).
+const KEPT_FAILURES: usize = 50;
 
-/// What to send.
+/// What to send: `rate` GETs a second to `url`, for `duration`.
 #[derive(Clone, Debug)]
-pub struct LoadConfig {
-    pub addr: SocketAddr,
-    /// The request's path, e.g. `/up`.
-    pub path: String,
-    /// The `Host` header (the address when `None`).
-    pub host: Option<String>,
-    /// Requests a second (at most [`MAX_RATE`]).
-    pub rate: u32,
-    /// Send `rate × duration` requests (`duration` at most [`MAX_DURATION`]) unless stopped before.
-    pub duration: Duration,
-    /// Bound of one request, connect to last byte.
-    pub timeout: Duration,
+pub struct Load {
+    url: String,
+    rate: u32,
+    duration: Duration,
+    /// The `Host` header, when it is not the URL's.
+    host: Option<String>,
+    /// Each request's bound, from its sending to the end of its answer.
+    timeout: Duration,
+    /// Requests reuse connections (HTTP keep-alive), as browsers and most clients do.
+    keep_alive: bool,
 }
 
-impl LoadConfig {
-    /// `GET /up` on `addr`, 200 a second, for at most 60 s, each request bounded by 10 s.
-    pub fn new(addr: SocketAddr) -> LoadConfig {
-        LoadConfig {
-            addr,
-            path: "/up".into(),
-            host: None,
-            rate: 200,
-            duration: MAX_DURATION,
-            timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// One failed request: when it was sent and why it failed.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    pub sent: Duration,
-    pub what: String,
+/// A load under way on its own thread.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Report>,
 }
 
 /// What a load saw.
 #[derive(Clone, Debug, Default)]
-pub struct LoadReport {
+pub struct Report {
+    /// Requests sent.
     pub sent: u64,
-    /// 200 answers by body (trimmed).
-    pub ok: BTreeMap<String, u64>,
-    /// Every request that did not end in a 200: another status, a refused or reset connection, a timeout.
+    /// Answers with status 200, by body (trimmed): the app's version.
+    pub versions: BTreeMap<String, u64>,
+    /// Answers of another status.
+    pub non_200: u64,
+    /// Requests with no answer: refused or broken connections, timeouts.
+    pub failed: u64,
+    /// The first failures (non-200 or failed), with when they happened after the start.
     pub failures: Vec<Failure>,
-    /// Latency of each 200, in the order they completed.
+    /// When the first and the last failure happened, after the start.
+    pub first_failure: Option<Duration>,
+    pub last_failure: Option<Duration>,
+    /// Latencies of the 200 answers, sorted.
     pub latencies: Vec<Duration>,
     /// How long the load ran.
     pub ran: Duration,
 }
 
-impl LoadReport {
-    pub fn failed(&self) -> u64 {
-        self.failures.len() as u64
+/// One request that did not get a 200.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// When it was sent, after the start.
+    pub at: Duration,
+    pub what: String,
+}
+
+impl Load {
+    /// 100 GETs a second to `url` for 10 s, keep-alive, each bounded by 10 s.
+    pub fn new(url: &str) -> Load {
+        Load {
+            url: url.to_string(),
+            rate: 100,
+            duration: Duration::from_secs(10),
+            host: None,
+            timeout: Duration::from_secs(10),
+            keep_alive: true,
+        }
     }
 
-    /// The time from the first failure to the last (zero without failures): the outage as clients saw it.
+    /// Requests a second (at most [`MAX_RATE`]).
+    pub fn rate(mut self, rate: u32) -> Load {
+        self.rate = rate.clamp(1, MAX_RATE);
+        self
+    }
+
+    /// How long to send (at most [`MAX_DURATION`]); [`Running::finish`] may stop it earlier.
+    pub fn duration(mut self, duration: Duration) -> Load {
+        self.duration = duration.min(MAX_DURATION);
+        self
+    }
+
+    /// The `Host` header to send.
+    pub fn host(mut self, host: &str) -> Load {
+        self.host = Some(host.to_string());
+        self
+    }
+
+    /// Each request's bound.
+    pub fn timeout(mut self, timeout: Duration) -> Load {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A new connection for every request (`Connection: close`) instead of reused ones.
+    pub fn no_keep_alive(mut self) -> Load {
+        self.keep_alive = false;
+        self
+    }
+
+    /// Starts sending on a thread of its own.
+    pub fn start(self) -> Running {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the load");
+            runtime.block_on(self.run(flag))
+        });
+        Running { stop, thread }
+    }
+
+    /// Sends until the duration is over or `stop` is set, then waits for the answers in flight.
+    async fn run(self, stop: Arc<AtomicBool>) -> Report {
+        let mut client = reqwest::Client::builder().timeout(self.timeout).pool_max_idle_per_host(64);
+        if !self.keep_alive {
+            client = client.pool_max_idle_per_host(0);
+        }
+        let client = client.build().expect("an http client");
+        let report = Arc::new(Mutex::new(Report::default()));
+        let started = Instant::now();
+        let every = Duration::from_secs_f64(1.0 / f64::from(self.rate));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = started;
+        while !stop.load(Ordering::Relaxed) && next.duration_since(started) < self.duration {
+            tokio::time::sleep_until(next).await;
+            let mut request = client.get(&self.url);
+            if let Some(host) = &self.host {
+                request = request.header(reqwest::header::HOST, host);
+            }
+            if !self.keep_alive {
+                request = request.header(reqwest::header::CONNECTION, "close");
+            }
+            let report = report.clone();
+            let at = started.elapsed();
+            tasks.spawn(async move {
+                let sent = Instant::now();
+                let outcome = match request.send().await {
+                    Ok(answer) => {
+                        let status = answer.status().as_u16();
+                        match answer.text().await {
+                            Ok(body) => Ok((status, body)),
+                            Err(e) => Err(describe(&e)),
+                        }
+                    }
+                    Err(e) => Err(describe(&e)),
+                };
+                record(&report, at, sent.elapsed(), outcome);
+            });
+            next += every;
+            // Reap what is done, so a long load does not keep every finished task.
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+        let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(|e| e.into_inner()));
+        report.ran = started.elapsed();
+        report.latencies.sort();
+        report
+    }
+}
+
+impl Running {
+    /// Stops sending (if the duration is not over yet), waits for the answers in flight, and reports.
+    pub fn finish(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_else(|_| panic!("the load generator's thread panicked"))
+    }
+
+    /// Waits until the duration is over, then reports.
+    pub fn wait(self) -> Report {
+        self.thread.join().unwrap_or_else(|_| panic!("the load generator's thread panicked"))
+    }
+}
+
+impl Report {
+    /// Every request got a 200.
+    pub fn clean(&self) -> bool {
+        self.non_200 == 0 && self.failed == 0
+    }
+
+    /// How long requests failed: from the first failure to the last (zero with one or none).
     pub fn failure_window(&self) -> Duration {
-        match (self.failures.iter().map(|f| f.sent).min(), self.failures.iter().map(|f| f.sent).max()) {
-            (Some(first), Some(last)) => last - first,
+        match (self.first_failure, self.last_failure) {
+            (Some(first), Some(last)) => last.saturating_sub(first),
             _ => Duration::ZERO,
         }
     }
 
-    /// One line for a log: sent, 200s by version, failures and their kinds.
-    pub fn summary(&self) -> String {
-        let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
-        for f in &self.failures {
-            *kinds.entry(f.what.split(':').next().unwrap_or("")).or_default() += 1;
+    /// The latency at `percent` (0-100) of the 200 answers.
+    pub fn percentile(&self, percent: f64) -> Option<Duration> {
+        if self.latencies.is_empty() {
+            return None;
         }
-        format!(
-            "{} sent in {:.1}s; 200 by body {:?}; {} failed {:?} over {} ms",
+        let at = ((percent / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        self.latencies.get(at.min(self.latencies.len() - 1)).copied()
+    }
+}
+
+fn record(report: &Mutex<Report>, at: Duration, took: Duration, outcome: Result<(u16, String), String>) {
+    let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+    report.sent += 1;
+    let failure = match outcome {
+        Ok((200, body)) => {
+            *report.versions.entry(body.trim().to_string()).or_default() += 1;
+            report.latencies.push(took);
+            return;
+        }
+        Ok((status, body)) => {
+            report.non_200 += 1;
+            let line = body.trim().lines().next().unwrap_or_default().chars().take(120).collect::<String>();
+            format!("{status}: {line}")
+        }
+        Err(what) => {
+            report.failed += 1;
+            what
+        }
+    };
+    report.first_failure = Some(report.first_failure.map_or(at, |first| first.min(at)));
+    report.last_failure = Some(report.last_failure.map_or(at, |last| last.max(at)));
+    if report.failures.len() < KEPT_FAILURES {
+        report.failures.push(Failure { at, what: failure });
+    }
+}
+
+/// A reqwest error with its causes: `error sending request: connection refused`.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms =
+            |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
+        write!(
+            f,
+            "{} sent in {:.1} s: 200 by version {:?}, {} other statuses, {} failed; p50 {}, p99 {}",
             self.sent,
             self.ran.as_secs_f64(),
-            self.ok,
-            self.failed(),
-            kinds,
-            self.failure_window().as_millis()
-        )
-    }
-}
-
-/// A running load; [`Load::stop`] ends it and waits for the requests in flight.
-pub struct Load {
-    stop: watch::Sender<bool>,
-    report: Arc<Mutex<LoadReport>>,
-    task: JoinHandle<LoadReport>,
-}
-
-impl Load {
-    /// Starts sending. Fails on a rate or duration over the bounds.
-    pub fn start(config: LoadConfig) -> Result<Load> {
-        ensure!(config.rate > 0 && config.rate <= MAX_RATE, "rate must be 1..={MAX_RATE}: {}", config.rate);
-        ensure!(config.duration <= MAX_DURATION, "a load runs at most {MAX_DURATION:?}");
-        let (stop, stopped) = watch::channel(false);
-        let report = Arc::new(Mutex::new(LoadReport::default()));
-        let task = tokio::spawn(run(config, report.clone(), stopped));
-        Ok(Load { stop, report, task })
-    }
-
-    /// Whether a 200 with this body has come back yet.
-    pub fn seen(&self, body: &str) -> bool {
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).ok.contains_key(body)
-    }
-
-    /// Stops sending, waits for every request in flight, and returns the report.
-    pub async fn stop(self) -> Result<LoadReport> {
-        let _ = self.stop.send(true);
-        Ok(self.task.await?)
-    }
-}
-
-async fn run(
-    config: LoadConfig,
-    report: Arc<Mutex<LoadReport>>,
-    mut stopped: watch::Receiver<bool>,
-) -> LoadReport {
-    let period = Duration::from_secs(1) / config.rate;
-    let request = Arc::new(format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ballast-e2e-load\r\n\r\n",
-        config.path,
-        config.host.clone().unwrap_or_else(|| config.addr.to_string())
-    ));
-    // The number of requests is fixed by rate × duration, so a busy machine that ticks late sends them late
-    // (in a burst), never fewer.
-    let total = (config.duration.as_secs_f64() * f64::from(config.rate)).ceil() as u64;
-    let start = Instant::now();
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut inflight = Vec::new();
-    let mut sent = 0u64;
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stopped.changed() => break,
-        }
-        if sent == total {
-            break;
-        }
-        sent += 1;
-        let (report, request, addr, timeout) = (report.clone(), request.clone(), config.addr, config.timeout);
-        let at = start.elapsed();
-        inflight.push(tokio::spawn(async move {
-            let began = Instant::now();
-            let result = tokio::time::timeout(timeout, get(addr, &request)).await;
-            let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
-            match result {
-                Ok(Ok((200, body))) => {
-                    *report.ok.entry(body).or_default() += 1;
-                    report.latencies.push(began.elapsed());
-                }
-                Ok(Ok((status, _))) => {
-                    report.failures.push(Failure { sent: at, what: format!("status: {status}") })
-                }
-                Ok(Err(e)) => report.failures.push(Failure { sent: at, what: e }),
-                Err(_) => report.failures.push(Failure { sent: at, what: format!("timeout: {timeout:?}") }),
+            self.versions,
+            self.non_200,
+            self.failed,
+            ms(self.percentile(50.0)),
+            ms(self.percentile(99.0)),
+        )?;
+        if !self.failures.is_empty() {
+            write!(f, "; failures from {} to {}:", ms(self.first_failure), ms(self.last_failure))?;
+            for failure in &self.failures {
+                write!(f, "\n  at {}: {}", ms(Some(failure.at)), failure.what)?;
             }
-        }));
-        // Keep the list of handles short: drop those already done.
-        if inflight.len() > 1000 {
-            inflight.retain(|h| !h.is_finished());
         }
+        Ok(())
     }
-    for handle in inflight {
-        let _ = handle.await;
-    }
-    let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(|e| e.into_inner()));
-    report.sent = sent;
-    report.ran = start.elapsed();
-    report
-}
-
-/// One request on a new connection: the status and the trimmed body. An error names its kind first
-/// (`connect: ...`, `io: ...`, `parse: ...`).
-async fn get(addr: SocketAddr, request: &str) -> std::result::Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("io: {e}"))?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.map_err(|e| format!("io: {e}"))?;
-    let text = String::from_utf8_lossy(&answer);
-    let (head, body) =
-        text.split_once("\r\n\r\n").ok_or_else(|| format!("parse: no header end in {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("parse: no status in {head:?}"))?;
-    Ok((status, body.trim().to_string()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
 
-    /// A server that answers `200 v1` to the first `ok` connections and closes the rest unanswered.
-    async fn server(ok: usize) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut n = 0;
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                n += 1;
-                let answer = n <= ok;
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    if answer {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nv1\n").await;
-                    }
-                });
+    use super::*;
+
+    /// A server on a free port of 127.0.0.1 that answers every request with `status` and `body`, one connection
+    /// at a time (no keep-alive).
+    fn serve(status: &'static str, body: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/version", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
             }
         });
-        addr
-    }
-
-    #[tokio::test]
-    async fn counts_answers_and_failures() {
-        let addr = server(10).await;
-        let mut config = LoadConfig::new(addr);
-        config.rate = 100;
-        config.duration = Duration::from_millis(195);
-        let report = Load::start(config).unwrap().stop_after(Duration::from_secs(1)).await;
-        assert_eq!(report.sent, 20, "{}", report.summary());
-        assert_eq!(report.ok.get("v1"), Some(&10), "{}", report.summary());
-        assert_eq!(report.failed(), 10, "{}", report.summary());
-        assert!(report.failures.iter().all(|f| f.what.starts_with("parse")), "{}", report.summary());
-    }
-
-    #[tokio::test]
-    async fn a_closed_port_is_a_failed_connection() {
-        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let mut config = LoadConfig::new(port); // the listener is dropped: nothing listens
-        config.rate = 50;
-        config.duration = Duration::from_millis(90);
-        let report = Load::start(config).unwrap().stop_after(Duration::from_secs(1)).await;
-        assert_eq!((report.sent, report.failed()), (5, 5), "{}", report.summary());
-        assert!(report.failures.iter().all(|f| f.what.starts_with("connect")), "{}", report.summary());
+        url
     }
 
     #[test]
-    fn bounds_are_kept() {
-        let mut config = LoadConfig::new("127.0.0.1:1".parse().unwrap());
-        config.rate = MAX_RATE + 1;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let _guard = rt.enter();
-        assert!(Load::start(config.clone()).is_err());
-        config.rate = 10;
-        config.duration = MAX_DURATION + Duration::from_secs(1);
-        assert!(Load::start(config).is_err());
+    fn counts_answers_by_version_at_the_rate_asked() {
+        let url = serve("200 OK", "v1\n");
+        let report = Load::new(&url).rate(100).duration(Duration::from_secs(1)).start().wait();
+        assert!((95..=101).contains(&report.sent), "{report}");
+        assert_eq!(report.versions.get("v1"), Some(&report.sent), "{report}");
+        assert!(report.clean(), "{report}");
+        assert!(report.percentile(99.0).is_some());
     }
 
-    impl Load {
-        /// Lets the load end by its own duration (sleeping `wait`), then stops it.
-        async fn stop_after(self, wait: Duration) -> LoadReport {
-            tokio::time::sleep(wait).await;
-            self.stop().await.unwrap()
-        }
+    #[test]
+    fn counts_other_statuses_and_failed_connections() {
+        let url = serve("503 Service Unavailable", "busy");
+        let report = Load::new(&url).rate(50).duration(Duration::from_millis(200)).start().wait();
+        assert_eq!((report.non_200, report.failed), (report.sent, 0), "{report}");
+        assert!(report.failures[0].what.starts_with("503: busy"), "{report}");
+
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/version", closed.local_addr().unwrap());
+        drop(closed);
+        let report = Load::new(&url).rate(50).duration(Duration::from_millis(200)).start().wait();
+        assert!(report.sent > 0 && report.failed == report.sent, "{report}");
+        assert!(report.failure_window() > Duration::ZERO, "{report}");
+    }
+
+    #[test]
+    fn is_bounded_and_stops_early() {
+        let load = Load::new("http://127.0.0.1:9/").rate(u32::MAX).duration(Duration::from_secs(3600));
+        assert_eq!((load.rate, load.duration), (MAX_RATE, MAX_DURATION));
+        let url = serve("200 OK", "v1");
+        let running = Load::new(&url).rate(100).duration(Duration::from_secs(30)).start();
+        std::thread::sleep(Duration::from_millis(300));
+        let report = running.finish();
+        assert!(report.ran < Duration::from_secs(2) && report.sent < 50, "{report}");
     }
 }

@@ -160,7 +160,7 @@ pub fn get(ballastd: &Ballastd, path: &str) -> Result<(String, String)> {
     let address = ballastd.url().strip_prefix("http://").context("ballastd url")?;
     let mut stream = std::net::TcpStream::connect(address).context("connecting to ballastd")?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: ballastd\r\n\r\n").as_bytes())?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));

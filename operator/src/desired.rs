@@ -7,7 +7,8 @@ use ballast_specs::{Role, RoleControl};
 use crate::aws::ResolvedSecrets;
 use crate::hosts::{ContainerConfig, PortBinding};
 use crate::labels::{self, RecreateInputs};
-use crate::plan::Desired;
+use crate::plan::{Desired, Proxied, Routed};
+use crate::proxy;
 
 /// The recreate hash of a role's container (see [`labels::recreate_hash`]).
 pub fn hash(role: &Role, control: &RoleControl, secrets: Option<&ResolvedSecrets>) -> String {
@@ -20,6 +21,7 @@ pub fn hash(role: &Role, control: &RoleControl, secrets: Option<&ResolvedSecrets
         logging: spec.logging.as_ref().map(|l| (l.driver.as_str(), &l.options)),
         secrets_hmac: secrets.map(|s| s.hmac.as_str()).unwrap_or(""),
         restart: control.restart,
+        network: spec.proxy.as_ref().map(|_| proxy::NETWORK),
     })
 }
 
@@ -47,6 +49,11 @@ pub fn desired(
         paused: control.paused,
         halted,
         converged_generation,
+        proxy: role.spec.proxy.as_ref().map(|p| Proxied {
+            port: p.port,
+            drain: p.drain_timeout.as_std(),
+            routed: Routed::Unknown,
+        }),
     }
 }
 
@@ -85,6 +92,7 @@ pub fn container_config(
         memory: spec.resources.memory.as_ref().map(|m| m.bytes() as i64).unwrap_or(0),
         ports: spec.ports.iter().filter_map(|p| port_binding(p)).collect(),
         logging: spec.logging.as_ref().map(|l| (l.driver.clone(), l.options.clone())),
+        network: spec.proxy.as_ref().map(|_| proxy::NETWORK.to_string()),
     }
 }
 

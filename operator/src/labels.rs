@@ -17,6 +17,10 @@ pub const GENERATION: &str = "ballast.generation";
 pub const HASH: &str = "ballast.hash";
 /// Keyed HMAC of the secret values the container was given; present only for roles with secrets.
 pub const SECRETS: &str = "ballast.secrets";
+/// The `ballast.role` of a host's proxy container. Not a valid role name (it has a `.`), so no role owns it.
+pub const PROXY_ROLE: &str = "ballast.proxy";
+/// On a network ballast made: its purpose (`ballast`: the bridge of proxied roles' containers).
+pub const NETWORK: &str = "ballast.network";
 
 /// Everything that, when changed, means the container must be recreated. cpus and memory are absent on
 /// purpose: they are updated in place.
@@ -32,6 +36,9 @@ pub struct RecreateInputs<'a> {
     pub secrets_hmac: &'a str,
     /// The role's restart counter (`ballast rollout restart`).
     pub restart: u64,
+    /// The network the container joins instead of Docker's default bridge (hashed only when set, so the
+    /// hashes of containers on the default bridge are those of schema v1's first days).
+    pub network: Option<&'a str>,
 }
 
 /// The first 16 hex digits of SHA-256 over a canonical encoding of `inputs`.
@@ -63,6 +70,9 @@ pub fn recreate_hash(inputs: &RecreateInputs<'_>) -> String {
     }
     field("secrets", inputs.secrets_hmac);
     field("restart", &inputs.restart.to_string());
+    if let Some(network) = inputs.network {
+        field("network", network);
+    }
     let digest = h.finalize();
     hex::encode(&digest[..8])
 }
@@ -98,7 +108,16 @@ mod tests {
     use super::*;
 
     fn inputs<'a>(image: &'a str, env: &'a BTreeMap<String, String>) -> RecreateInputs<'a> {
-        RecreateInputs { image, command: &[], env, ports: &[], logging: None, secrets_hmac: "", restart: 0 }
+        RecreateInputs {
+            image,
+            command: &[],
+            env,
+            ports: &[],
+            logging: None,
+            secrets_hmac: "",
+            restart: 0,
+            network: None,
+        }
     }
 
     #[test]
@@ -116,5 +135,11 @@ mod tests {
         assert_ne!(base, recreate_hash(&RecreateInputs { secrets_hmac: "ab", ..inputs("app:v1", &env) }));
         let ports = vec!["3000:3000".to_string()];
         assert_ne!(base, recreate_hash(&RecreateInputs { ports: &ports, ..inputs("app:v1", &env) }));
+        assert_ne!(
+            base,
+            recreate_hash(&RecreateInputs { network: Some("ballast"), ..inputs("app:v1", &env) })
+        );
+        // The recipe of schema v1: a change of it would replace every container at an upgrade.
+        assert_eq!(base, "73d1af17fb058c8f");
     }
 }

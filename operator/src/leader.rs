@@ -187,7 +187,12 @@ mod tests {
             let metrics = Arc::new(Metrics::unregistered());
             let hosts = Arc::new(HostPool::new(Arc::new(self.hosts.clone())));
             let make_context: Arc<MakeContext> = Arc::new(move |store| {
-                let config = Config { stop_grace: Duration::from_millis(10), settle, max_passes: 6 };
+                let config = Config {
+                    stop_grace: Duration::from_millis(10),
+                    settle,
+                    max_passes: 6,
+                    ..Config::default()
+                };
                 Context::new(store, hosts.clone(), Arc::new(NoAws), Arc::new(NoAws), config)
             });
             let config = LeaderConfig {

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod proxy;
 pub mod reconcile;
 pub mod rollout;
 pub mod runtime;

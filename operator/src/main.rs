@@ -32,6 +32,7 @@ use ballast_operator::etcd_local::EmbeddedEtcd;
 use ballast_operator::hosts::{Connector, HostPool, RealConnector, SshConfig};
 use ballast_operator::leader::{self, LeaderConfig};
 use ballast_operator::metrics::Metrics;
+use ballast_operator::proxy::Settings as ProxySettings;
 use ballast_operator::reconcile::{self, Config, Preview};
 use ballast_operator::runtime::RuntimeConfig;
 use ballast_operator::store::etcd::EtcdStore;
@@ -97,6 +98,13 @@ struct Args {
     /// Once listening, write the API's base URL (http://ADDR or https://ADDR) to this file.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+    /// The Caddy image of the proxy ballast runs on each host that carries a proxied role (a mirror such as an
+    /// ECR repository works; its registry is logged in to like the roles' images).
+    #[arg(long, default_value = "caddy:2", value_parser = parse_image, value_name = "IMAGE")]
+    proxy_image: String,
+    /// The port of the proxy's admin API, on each host's loopback only.
+    #[arg(long, default_value_t = 2019, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    proxy_admin_port: u16,
     #[command(flatten)]
     http: HttpFlags,
 }
@@ -246,7 +254,9 @@ async fn serve(
     let mut state = AppState::new(store.clone(), auth);
     state.hosts = Some(Arc::new(ContainerAccess::new(store.clone(), hosts.clone(), stop.clone())));
     // `ballast plan` on any ballastd: reads only, so the unfenced store.
-    state.plans = Some(Arc::new(Preview::new(store.clone(), hosts.clone(), secrets.clone())));
+    let proxy = ProxySettings { image: args.proxy_image.clone(), admin_port: args.proxy_admin_port };
+    state.plans =
+        Some(Arc::new(Preview::new(store.clone(), hosts.clone(), secrets.clone()).with_proxy(proxy.clone())));
     state.metrics = Arc::new(metrics_registry);
     state.names = Arc::new(ApiNames::new(address, args.http.api_names.clone()));
     state.limits =
@@ -272,7 +282,7 @@ async fn serve(
                 hosts.clone(),
                 secrets.clone(),
                 registry.clone(),
-                Config::default(),
+                Config { proxy: proxy.clone(), ..Config::default() },
             )
         });
         let election: Arc<dyn Election> = etcd;
@@ -388,6 +398,10 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+fn parse_image(text: &str) -> Result<String, String> {
+    ballast_specs::check_image(text).map(|()| text.to_string())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -3,6 +3,7 @@
 //! The plan never depends on why it was asked for: the same inputs give the same plan.
 
 use std::fmt;
+use std::time::Duration;
 
 use ballast_specs::format_bytes;
 use ballast_specs::wire::UnitState;
@@ -30,6 +31,30 @@ pub struct Desired {
     /// The generation this unit last converged at (from its stored status), 0 if never. Tells drift
     /// (something changed a converged unit: `Degraded`) from progress (the spec changed: `Progressing`).
     pub converged_generation: u64,
+    /// Served through the host's proxy: rolled start-first behind it (see [`proxied`]).
+    pub proxy: Option<Proxied>,
+}
+
+/// How a proxied unit is served, and what the host's proxy was seen doing for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxied {
+    /// The host port the proxy serves the role on.
+    pub port: u16,
+    /// How long requests in flight on an old container may take after a switch.
+    pub drain: Duration,
+    /// Which container the proxy routes the role to, as last read from it.
+    pub routed: Routed,
+}
+
+/// What the host's proxy routes a role to, as read from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// The proxy was not read (a host pass does not): the planner assumes it routes where it should.
+    Unknown,
+    /// The proxy has no container for the role, or cannot be reached.
+    Nothing,
+    /// This container.
+    To(String),
 }
 
 /// One step for the executor.
@@ -47,6 +72,17 @@ pub enum Action {
     UpdateResources { id: String, nano_cpus: i64, memory: i64, reason: String, event: String },
     /// Remove a container: a duplicate, or one whose unit is no longer desired.
     Remove { id: String, reason: String },
+    /// Behind the proxy: create, start and health-check a container of the desired spec beside `beside`, which
+    /// keeps serving; a new container that does not get healthy is removed (the rollout failed).
+    Launch { beside: Option<String>, reason: String },
+    /// Behind the proxy: make sure the new container `id` runs and passes its health check (a rollout that was
+    /// interrupted); if it does not, it is removed.
+    Verify { id: String },
+    /// Point the proxy's route of the role at `to` (`None`: the running container of the desired spec, which the
+    /// launch before started). `from` is what it routed to.
+    Switch { port: u16, from: Option<String>, to: Option<String> },
+    /// Wait until no request is in flight on `id` (at most `drain`), then stop and remove it.
+    Retire { id: String, drain: Duration },
 }
 
 /// The actions for one unit, and the state to report while (or after) they run.
@@ -55,6 +91,21 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub state: UnitState,
     pub message: String,
+    /// What the planner saw of the proxy for the unit, for its status.
+    pub routing: Routing,
+}
+
+/// What a plan says of the proxy's route of its unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routing {
+    NotProxied,
+    /// Proxied, but the proxy was not read: the status keeps what it last said.
+    Unseen,
+    /// Proxied on `port`, routed to `to` (`None`: to no container).
+    Seen {
+        port: u16,
+        to: Option<String>,
+    },
 }
 
 /// Decides what to do for one unit. `desired` is `None` when the unit is no longer wanted (role deleted,
@@ -64,14 +115,29 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
     // A container Docker is already removing is as good as gone.
     let observed: Vec<Container> =
         observed.iter().filter(|c| c.state != ContainerState::Removing).cloned().collect();
-    let observed = observed.as_slice();
+    match desired.and_then(|d| Some((d, d.proxy.as_ref()?))) {
+        Some((desired, proxy)) if !desired.paused => proxied::plan(desired, proxy, &observed),
+        Some((desired, proxy)) => {
+            Plan { routing: proxied::routing(proxy), ..plan_direct(Some(desired), &observed) }
+        }
+        None => plan_direct(desired, &observed),
+    }
+}
+
+/// The plan of a unit that is not behind the proxy (or is paused).
+fn plan_direct(desired: Option<&Desired>, observed: &[Container]) -> Plan {
     let Some(desired) = desired else {
         let actions: Vec<Action> = sorted(observed.iter().collect())
             .into_iter()
             .map(|c| Action::Remove { id: c.id.clone(), reason: "no longer desired".into() })
             .collect();
         let message = if actions.is_empty() { "" } else { "removing containers of a unit no longer desired" };
-        return Plan { actions, state: UnitState::Converged, message: message.into() };
+        return Plan {
+            routing: Routing::NotProxied,
+            actions,
+            state: UnitState::Converged,
+            message: message.into(),
+        };
     };
 
     if desired.paused {
@@ -79,7 +145,7 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
             Some(_) => "paused: observed only".to_string(),
             None => "paused: observed only; not at the desired spec".to_string(),
         };
-        return Plan { actions: Vec::new(), state: UnitState::Paused, message };
+        return Plan { routing: Routing::NotProxied, actions: Vec::new(), state: UnitState::Paused, message };
     }
 
     let (current, stale): (Vec<&Container>, Vec<&Container>) =
@@ -105,19 +171,34 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
                     });
                 }
             }
-            return Plan { actions, state: UnitState::Failed, message: String::new() };
+            return Plan {
+                routing: Routing::NotProxied,
+                actions,
+                state: UnitState::Failed,
+                message: String::new(),
+            };
         }
         if !stale.is_empty() {
             actions.push(Action::Finish {
                 new: keep.id.clone(),
                 old: stale.iter().map(|c| c.id.clone()).collect(),
             });
-            return Plan { actions, state: UnitState::Progressing, message: "finishing rollout".into() };
+            return Plan {
+                routing: Routing::NotProxied,
+                actions,
+                state: UnitState::Progressing,
+                message: "finishing rollout".into(),
+            };
         }
         if keep.state != ContainerState::Running {
             let reason = format!("container {} is {}", short(&keep.id), keep.state);
             actions.push(Action::Start { id: keep.id.clone(), reason: reason.clone() });
-            return Plan { actions, state: UnitState::Degraded, message: reason };
+            return Plan {
+                routing: Routing::NotProxied,
+                actions,
+                state: UnitState::Degraded,
+                message: reason,
+            };
         }
         if lifts_a_limit(keep, desired) {
             // Docker's update cannot remove a limit (0 means "unchanged" there): replace the container.
@@ -125,7 +206,7 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
                 format!("{}; docker cannot lift a limit in place", resources_change(keep, desired, drift));
             actions.push(Action::Deploy { old: Some(keep.id.clone()), reason: reason.clone() });
             let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
-            return Plan { actions, state, message: reason };
+            return Plan { routing: Routing::NotProxied, actions, state, message: reason };
         }
         if keep.nano_cpus != desired.nano_cpus || keep.memory != desired.memory {
             let reason = resources_change(keep, desired, drift);
@@ -137,11 +218,11 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
                 event: resources_event(keep, desired, drift),
             });
             let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
-            return Plan { actions, state, message: reason };
+            return Plan { routing: Routing::NotProxied, actions, state, message: reason };
         }
         let state = UnitState::Converged;
         let message = if actions.is_empty() { String::new() } else { "removing duplicates".into() };
-        return Plan { actions, state, message };
+        return Plan { routing: Routing::NotProxied, actions, state, message };
     }
 
     // No container of the desired spec.
@@ -152,7 +233,12 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
                     .push(Action::Start { id: old.id.clone(), reason: "restore previous container".into() });
             }
         }
-        return Plan { actions, state: UnitState::Failed, message: String::new() };
+        return Plan {
+            routing: Routing::NotProxied,
+            actions,
+            state: UnitState::Failed,
+            message: String::new(),
+        };
     }
     let (old, extra) = match stale.split_first() {
         Some((old, extra)) => (Some(*old), extra),
@@ -167,11 +253,11 @@ pub fn plan(desired: Option<&Desired>, observed: &[Container]) -> Plan {
         None => ("creating container".to_string(), UnitState::Progressing),
     };
     actions.push(Action::Deploy { old: old.map(|c| c.id.clone()), reason: reason.clone() });
-    Plan { actions, state, message: reason }
+    Plan { routing: Routing::NotProxied, actions, state, message: reason }
 }
 
 /// Running containers first, then the newest generation, then by name: a stable order.
-fn sorted(mut containers: Vec<&Container>) -> Vec<&Container> {
+pub(crate) fn sorted(mut containers: Vec<&Container>) -> Vec<&Container> {
     containers.sort_by(|a, b| {
         let running = |c: &Container| c.state != ContainerState::Running;
         running(a)
@@ -183,11 +269,11 @@ fn sorted(mut containers: Vec<&Container>) -> Vec<&Container> {
 }
 
 /// The container has a cpu or memory limit the desired spec does not have.
-fn lifts_a_limit(c: &Container, desired: &Desired) -> bool {
+pub(crate) fn lifts_a_limit(c: &Container, desired: &Desired) -> bool {
     (desired.nano_cpus == 0 && c.nano_cpus != 0) || (desired.memory == 0 && c.memory != 0)
 }
 
-fn replace_reason(old: &Container, desired: &Desired) -> String {
+pub(crate) fn replace_reason(old: &Container, desired: &Desired) -> String {
     if old.image != desired.image {
         return format!("image {} → {}", old.image, desired.image);
     }
@@ -199,7 +285,7 @@ fn replace_reason(old: &Container, desired: &Desired) -> String {
     format!("spec changed (generation {old_generation} → {})", desired.generation)
 }
 
-fn resources_change(c: &Container, desired: &Desired, drift: bool) -> String {
+pub(crate) fn resources_change(c: &Container, desired: &Desired, drift: bool) -> String {
     let (what, was) = resources_diff(c, desired);
     if drift {
         format!("restore {what} (was {was}, changed outside ballast)")
@@ -209,7 +295,7 @@ fn resources_change(c: &Container, desired: &Desired, drift: bool) -> String {
 }
 
 /// The past-tense sentence of an in-place update, for the event.
-fn resources_event(c: &Container, desired: &Desired, drift: bool) -> String {
+pub(crate) fn resources_event(c: &Container, desired: &Desired, drift: bool) -> String {
     let (what, was) = resources_diff(c, desired);
     let host = &desired.host;
     if drift {
@@ -247,7 +333,10 @@ pub fn drift_kind(action: &Action, state: UnitState) -> Option<&'static str> {
         Action::Start { .. } => Some("restart_stopped"),
         // In place, or by a replacement when a limit was lifted out of band.
         Action::UpdateResources { .. } | Action::Deploy { old: Some(_), .. } => Some("resources_restored"),
-        Action::Remove { .. } | Action::Finish { .. } => None,
+        Action::Launch { beside: None, .. } => Some("recreate_missing"),
+        Action::Launch { beside: Some(_), .. } => Some("resources_restored"),
+        Action::Switch { .. } => Some("route_restored"),
+        Action::Remove { .. } | Action::Finish { .. } | Action::Verify { .. } | Action::Retire { .. } => None,
     }
 }
 
@@ -269,7 +358,7 @@ pub fn memory(bytes: i64) -> String {
     }
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
@@ -302,9 +391,35 @@ impl fmt::Display for Action {
                 write!(f, "update {} in place: {reason}", short(id))
             }
             Action::Remove { id, reason } => write!(f, "remove {} ({reason})", short(id)),
+            Action::Launch { beside: Some(old), reason } => {
+                write!(f, "start a new container beside {} and health-check it ({reason})", short(old))
+            }
+            Action::Launch { beside: None, reason } => {
+                write!(f, "start a new container and health-check it ({reason})")
+            }
+            Action::Verify { id } => write!(f, "health-check {}", short(id)),
+            Action::Switch { port, from, to } => {
+                let to = to.as_deref().map_or("the new container", short);
+                match from {
+                    Some(from) => write!(f, "switch the proxy's :{port} from {} to {to}", short(from)),
+                    None => write!(f, "route the proxy's :{port} to {to}"),
+                }
+            }
+            Action::Retire { id, drain } if drain.is_zero() => {
+                write!(f, "stop and remove {} (no drain)", short(id))
+            }
+            Action::Retire { id, drain } => write!(
+                f,
+                "drain {} (requests in flight, at most {}), then stop and remove it",
+                short(id),
+                ballast_specs::Duration::from_millis(drain.as_millis() as u64)
+            ),
         }
     }
 }
+
+pub mod proxied;
+pub mod proxy;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Health-gated replacement of a unit's container: pull, create, start, wait until healthy, remove the old one;
-//! on failure bring the old one back. The order of old and new follows the role's strategy.
+//! on failure bring the old one back. The order of old and new follows the role's strategy; behind the proxy the
+//! steps are separate (`proxied.rs`): launch beside, switch, drain.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use ballast_specs::{Role, Strategy};
 use tokio::time::Instant;
 
 use crate::aws::RegistryCredentials;
-use crate::hosts::{ContainerConfig, ContainerState, DockerHost, HostError};
+use crate::hosts::{Container, ContainerConfig, ContainerState, DockerHost, HostError};
 
 /// What a rollout needs from the reconciler: its knobs and the registry's credentials.
 #[derive(Clone, Copy)]
@@ -70,7 +71,7 @@ pub async fn deploy(
         return Err(RolloutError::Failed(format!("start failed: {e}")));
     }
     match wait_healthy(env, client, role, &new).await {
-        Ok(()) => {
+        Ok(_) => {
             if let Some(old) = old {
                 if !stop_first {
                     client.stop(old, env.stop_grace).await?;
@@ -108,7 +109,7 @@ pub async fn finish(
         }
     }
     match wait_healthy(env, client, role, new).await {
-        Ok(()) => {
+        Ok(_) => {
             for o in old {
                 client.remove(o).await?;
             }
@@ -125,7 +126,11 @@ pub async fn finish(
 
 /// Pulls the image when it is not on the host. Floating tags (`latest` or none) are pulled every time,
 /// falling back to the host's copy when the registry cannot be reached.
-async fn ensure_image(env: &Env<'_>, client: &dyn DockerHost, image: &str) -> Result<(), RolloutError> {
+pub(crate) async fn ensure_image(
+    env: &Env<'_>,
+    client: &dyn DockerHost,
+    image: &str,
+) -> Result<(), RolloutError> {
     let present = client.image_present(image).await?;
     if present && !is_floating(image) {
         return Ok(());
@@ -177,13 +182,14 @@ fn is_auth_error(message: &str) -> bool {
 }
 
 /// Waits until the container is healthy: its HTTP check answers 2xx, or (without a check) it has stayed
-/// running for `settle`. Fails when it exits, disappears, or `deployTimeout` passes.
+/// running for `settle`. Fails when it exits, disappears, or `deployTimeout` passes. Returns the container as
+/// last inspected (its address included).
 async fn wait_healthy(
     env: &Env<'_>,
     client: &dyn DockerHost,
     role: &Role,
     id: &str,
-) -> Result<(), RolloutError> {
+) -> Result<Container, RolloutError> {
     let spec = &role.spec;
     let started = Instant::now();
     let deadline = started + spec.deploy_timeout.as_std();
@@ -211,7 +217,7 @@ async fn wait_healthy(
                 Some(ip) => {
                     let timeout = health.timeout.as_std();
                     match client.http_get(ip, health.http.port, &health.http.path, timeout).await {
-                        Ok(code) if (200..300).contains(&code) => return Ok(()),
+                        Ok(code) if (200..300).contains(&code) => return Ok(c),
                         Ok(code) => last = format!("GET {} answered {code}", health.http.path),
                         Err(e) if matches!(e, HostError::HostKey(_)) => return Err(e.into()),
                         Err(e) => last = format!("GET {}: {e}", health.http.path),
@@ -219,7 +225,7 @@ async fn wait_healthy(
                 }
                 None => last = "the container has no IP address".into(),
             },
-            (None, Some(since)) if since.elapsed() >= env.settle => return Ok(()),
+            (None, Some(since)) if since.elapsed() >= env.settle => return Ok(c),
             _ => {}
         }
         let now = Instant::now();
@@ -241,6 +247,10 @@ async fn restore(client: &dyn DockerHost, old: Option<&str>) -> Result<(), HostE
     }
     Ok(())
 }
+
+mod proxied;
+
+pub use proxied::{drain, launch, verify, Drained};
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,7 @@ impl Rig {
                 stop_grace: Duration::from_millis(10),
                 settle: Duration::from_millis(30),
                 max_passes: 6,
+                ..Config::default()
             },
         );
         let config = RuntimeConfig {

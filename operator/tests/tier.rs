@@ -217,6 +217,7 @@ impl Rig {
                 stop_grace: Duration::from_millis(10),
                 settle: Duration::from_millis(30),
                 max_passes: 6,
+                proxy: Default::default(),
             },
         );
         let config = RuntimeConfig {

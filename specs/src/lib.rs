@@ -1,6 +1,7 @@
 //! ballast's spec and API wire types: YAML parsing, validation, quantities, label selectors and JSON Schema.
 //! Pure: no I/O.
 
+mod host_ports;
 pub mod model;
 pub mod parse;
 pub mod ports;
@@ -13,7 +14,7 @@ pub mod validate;
 pub mod wire;
 
 pub use model::{
-    Health, Host, HostSpec, HttpCheck, Kind, Logging, Metadata, Object, Resources, Role, RoleControl,
+    Health, Host, HostSpec, HttpCheck, Kind, Logging, Metadata, Object, Proxy, Resources, Role, RoleControl,
     RoleSpec, Rollout, Secrets, Strategy, API_VERSION,
 };
 pub use parse::{parse_documents, parse_file, Document, MAX_FILE_BYTES};

@@ -110,6 +110,9 @@ pub struct RoleSpec {
     /// How the role's units roll: with which other roles, how many at once. Absent in objects stored before it.
     #[serde(default, skip_serializing_if = "Rollout::is_default")]
     pub rollout: Rollout,
+    /// Served through ballast's proxy on each host: rolled start-first, switched once the new container is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
 }
 
 /// CPU and memory limits; absent means unlimited.
@@ -173,6 +176,25 @@ pub struct Rollout {
     /// roles of a group disagree, the smallest budget wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<MaxUnavailable>,
+}
+
+/// How ballast's proxy serves a role on each of its hosts. The role's containers publish nothing: the proxy
+/// listens on `port` and forwards to the one container it routes to, which a rollout switches without a gap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Proxy {
+    /// The host port the proxy serves for this role (TCP, every address).
+    pub port: u16,
+    /// The container's port the proxy forwards to; absent: the health check's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+    /// After a switch, how long requests in flight on the old container may take before it is stopped.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+    /// Host names (`Host` header) routed to this role; needed when several roles share `port` on a host.
+    /// Empty: every request on `port` that no other role's host names claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// Docker logging driver and its options.
@@ -276,6 +298,14 @@ impl Rollout {
     }
 }
 
+impl RoleSpec {
+    /// The container port the proxy forwards to: `proxy.containerPort`, else the health check's port.
+    pub fn proxy_target_port(&self) -> Option<u16> {
+        let proxy = self.proxy.as_ref()?;
+        proxy.container_port.or(self.health.as_ref().map(|h| h.http.port))
+    }
+}
+
 impl Resources {
     pub fn is_empty(&self) -> bool {
         self.cpus.is_none() && self.memory.is_none()
@@ -304,6 +334,10 @@ pub(crate) fn default_docker_socket() -> String {
 
 pub(crate) fn default_deploy_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+pub(crate) fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 pub(crate) fn default_interval() -> Duration {

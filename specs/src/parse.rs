@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::model::{
-    default_deploy_timeout, default_docker_socket, default_interval, default_port, default_timeout,
-    default_user, Health, Host, HostSpec, HttpCheck, Logging, Metadata, Object, Resources, Role, RoleSpec,
-    Rollout, Secrets, Strategy,
+    default_deploy_timeout, default_docker_socket, default_drain_timeout, default_interval, default_port,
+    default_timeout, default_user, Health, Host, HostSpec, HttpCheck, Logging, Metadata, Object, Proxy,
+    Resources, Role, RoleSpec, Rollout, Secrets, Strategy,
 };
 use crate::problem::{field_path, index_path, is_within, Problem};
 use crate::quantity::{Cpus, Duration, Memory};
@@ -107,6 +107,7 @@ const ROLE_FIELDS: &[&str] = &[
     "strategy",
     "logging",
     "rollout",
+    "proxy",
 ];
 const RESOURCES_FIELDS: &[&str] = &["cpus", "memory"];
 const SECRETS_FIELDS: &[&str] = &["source", "keys"];
@@ -114,6 +115,7 @@ const HEALTH_FIELDS: &[&str] = &["http", "interval", "timeout"];
 const HTTP_FIELDS: &[&str] = &["path", "port"];
 const LOGGING_FIELDS: &[&str] = &["driver", "options"];
 const ROLLOUT_FIELDS: &[&str] = &["group", "maxUnavailable"];
+const PROXY_FIELDS: &[&str] = &["port", "containerPort", "drainTimeout", "hosts"];
 
 /// Reads one non-empty document. Fields that fail to read get placeholders, so that the semantic checks
 /// still run on the rest of the object.
@@ -247,6 +249,7 @@ fn read_role_spec(r: &mut Reader, value: &Value, path: &str) -> Option<RoleSpec>
         strategy: r.optional(&f, "strategy", Reader::strategy).unwrap_or_default(),
         logging: r.optional(&f, "logging", read_logging),
         rollout: r.optional(&f, "rollout", read_rollout).unwrap_or_default(),
+        proxy: r.optional(&f, "proxy", read_proxy),
     })
 }
 
@@ -313,6 +316,17 @@ fn read_rollout(r: &mut Reader, value: &Value, path: &str) -> Option<Rollout> {
     Some(Rollout { group, max_unavailable })
 }
 
+fn read_proxy(r: &mut Reader, value: &Value, path: &str) -> Option<Proxy> {
+    let f = r.fields(value, path, PROXY_FIELDS);
+    f.map?;
+    let port = r.required(&f, "port", Reader::port);
+    let container_port = r.optional(&f, "containerPort", Reader::port);
+    let drain_timeout =
+        r.optional(&f, "drainTimeout", Reader::duration).unwrap_or_else(default_drain_timeout);
+    let hosts = r.optional(&f, "hosts", |r, v, p| r.list(v, p, Reader::string)).unwrap_or_default();
+    Some(Proxy { port: port.unwrap_or_default(), container_port, drain_timeout, hosts })
+}
+
 fn empty_host_spec() -> HostSpec {
     HostSpec {
         address: String::new(),
@@ -336,6 +350,7 @@ fn empty_role_spec() -> RoleSpec {
         strategy: Strategy::default(),
         logging: None,
         rollout: Rollout::default(),
+        proxy: None,
     }
 }
 

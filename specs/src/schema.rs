@@ -15,9 +15,16 @@ mod tests {
     fn schema_names_both_kinds() {
         let schema = json_schema();
         let text = schema.to_string();
-        for needle in
-            ["\"Host\"", "\"Role\"", "deployTimeout", "dockerSocket", "Memory", "Cpus", "maxUnavailable"]
-        {
+        for needle in [
+            "\"Host\"",
+            "\"Role\"",
+            "deployTimeout",
+            "dockerSocket",
+            "Memory",
+            "Cpus",
+            "maxUnavailable",
+            "drainTimeout",
+        ] {
             assert!(text.contains(needle), "schema lacks {needle}: {text}");
         }
         let variants = schema["oneOf"].as_array().expect("a oneOf of the two kinds");

@@ -7,7 +7,8 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{HostSpec, Kind, Metadata, Object, RoleSpec, Strategy, API_VERSION};
+use crate::host_ports;
+use crate::model::{HostSpec, Kind, Metadata, Object, Proxy, Role, RoleSpec, Strategy, API_VERSION};
 use crate::ports::{parse_port, PortMapping};
 use crate::problem::{field_path, index_path, Problem};
 
@@ -29,9 +30,14 @@ pub fn validate_object(object: &Object) -> Vec<Problem> {
 }
 
 /// Checks a set of objects about to be stored together: duplicate (kind, name), roles naming hosts that
-/// are neither in the set nor in `stored_hosts`, and roles publishing the same host port on a shared host.
-/// Each problem comes with the index of its object in `objects`.
-pub fn validate_set(objects: &[Object], stored_hosts: &[String]) -> Vec<(usize, Problem)> {
+/// are neither in the set nor in `stored_hosts`, and host ports taken twice on a host: published ports and
+/// proxy ports of the set's roles, against each other and against `stored_roles` (a stored role of the same
+/// name as one in the set is replaced by it). Each problem comes with the index of its object in `objects`.
+pub fn validate_set(
+    objects: &[Object],
+    stored_hosts: &[String],
+    stored_roles: &[Role],
+) -> Vec<(usize, Problem)> {
     let mut problems = Vec::new();
 
     let mut first_of: BTreeMap<(Kind, &str), usize> = BTreeMap::new();
@@ -72,30 +78,7 @@ pub fn validate_set(objects: &[Object], stored_hosts: &[String]) -> Vec<(usize, 
         }
     }
 
-    // (host, role, mapping) of every host port published so far.
-    let mut published: Vec<(&str, &str, PortMapping)> = Vec::new();
-    for (index, role) in &roles {
-        let hosts: BTreeSet<&str> = role.spec.hosts.iter().map(String::as_str).collect();
-        for (i, port) in role.spec.ports.iter().enumerate() {
-            let Ok(mapping) = parse_port(port) else { continue };
-            for &host in &hosts {
-                let taken = published
-                    .iter()
-                    .find(|(h, r, m)| *h == host && *r != role.metadata.name && m.conflicts_with(&mapping));
-                if let Some((_, other, _)) = taken {
-                    let message = format!(
-                        "host port {} on host {host:?} is already published by role {other:?}",
-                        host_port(&mapping)
-                    );
-                    problems.push((*index, Problem::new(index_path("spec.ports", i), message)));
-                }
-            }
-            for &host in &hosts {
-                published.push((host, &role.metadata.name, mapping));
-            }
-        }
-    }
-
+    problems.extend(host_ports::check(&roles, stored_roles));
     problems.sort_by_key(|(index, _)| *index);
     problems
 }
@@ -436,6 +419,10 @@ fn check_role(problems: &mut Vec<Problem>, spec: &RoleSpec) {
         add_err(problems, "spec.rollout.group", check_name(group));
     }
 
+    if let Some(proxy) = &spec.proxy {
+        check_proxy(problems, spec, proxy);
+    }
+
     if let Some(logging) = &spec.logging {
         if logging.driver.is_empty() || logging.driver.contains(char::is_whitespace) {
             add(
@@ -456,8 +443,74 @@ fn check_role(problems: &mut Vec<Problem>, spec: &RoleSpec) {
     }
 }
 
+/// The proxy block: a health check to switch on, nothing published, a drain within the deploy timeout, and
+/// host names to route on.
+fn check_proxy(problems: &mut Vec<Problem>, spec: &RoleSpec, proxy: &Proxy) {
+    if spec.health.is_none() {
+        add(
+            problems,
+            "spec.proxy",
+            "a proxied role needs spec.health: the proxy switches to a new container only once its health \
+             check passes",
+        );
+    }
+    if proxy.port == 0 {
+        add(problems, "spec.proxy.port", "0 is not a port number (1-65535)");
+    }
+    if proxy.container_port == Some(0) {
+        add(problems, "spec.proxy.containerPort", "0 is not a port number (1-65535)");
+    }
+    if !spec.ports.is_empty() {
+        add(
+            problems,
+            "spec.ports",
+            format!(
+                "a proxied role publishes nothing: the proxy serves port {} and forwards to the container; \
+                 remove spec.ports",
+                proxy.port
+            ),
+        );
+    }
+    if proxy.drain_timeout.as_millis() > spec.deploy_timeout.as_millis() {
+        let message = format!(
+            "{:?} is longer than deployTimeout {:?}",
+            proxy.drain_timeout.as_str(),
+            spec.deploy_timeout.as_str()
+        );
+        add(problems, "spec.proxy.drainTimeout", message);
+    }
+    for (i, name) in proxy.hosts.iter().enumerate() {
+        let path = index_path("spec.proxy.hosts", i);
+        add_err(problems, &path, check_route_host(name));
+        if proxy.hosts[..i].contains(name) {
+            add(problems, path, format!("host name {name:?} is listed more than once"));
+        }
+    }
+}
+
+/// A host name the proxy routes on: lowercase DNS labels, the first one may be `*` (`*.example.com`).
+fn check_route_host(name: &str) -> Result<(), String> {
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    let labels_ok = rest.split('.').all(|label| {
+        let bytes = label.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 63
+            && bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && bytes.last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    });
+    if name.len() <= 253 && labels_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a host name to route on (lowercase letters, digits, '-' and '.', \
+             optionally starting with \"*.\")"
+        ))
+    }
+}
+
 /// `3000/tcp`, or `127.0.0.1:3000/tcp` when bound to one address.
-fn host_port(mapping: &PortMapping) -> String {
+pub(crate) fn host_port(mapping: &PortMapping) -> String {
     let port = mapping.host_port.unwrap_or_default();
     match mapping.host_ip {
         Some(IpAddr::V6(ip)) => format!("[{ip}]:{port}/{}", mapping.protocol),

@@ -117,6 +117,21 @@ pub struct UnitStatus {
     /// that hash again until the spec changes (new hash) or `rollout retry` bumps the role's retry counter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<FailedRollout>,
+    /// A proxied unit: how the host's proxy serves it, as last read from the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<UnitProxy>,
+}
+
+/// How the host's proxy serves a proxied unit (see [`UnitStatus::proxy`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitProxy {
+    /// The host port the proxy serves the role on.
+    pub port: u16,
+    /// The container the proxy routes the role's requests to (12 characters, as `containerId`); empty when it
+    /// routes to none (it answers 503).
+    #[serde(default)]
+    pub routes_to: String,
 }
 
 /// The rollout that failed (see [`UnitStatus::failed`]). The hash is a digest: it reveals no value.

@@ -148,7 +148,7 @@ fn load(folder: &str) -> Vec<Object> {
         });
         objects.extend(documents.into_iter().map(|d| d.object));
     }
-    assert_eq!(validate_set(&objects, &[]), [], "{folder}");
+    assert_eq!(validate_set(&objects, &[], &[]), [], "{folder}");
     objects
 }
 

@@ -225,7 +225,7 @@ fn check_json(values: &[serde_json::Value], stored: &[String]) -> Result<(), Tes
 }
 
 fn check_set(objects: &[Object], stored: &[String]) -> Result<(), TestCaseError> {
-    for (index, problem) in validate_set(objects, stored) {
+    for (index, problem) in validate_set(objects, stored, &[]) {
         prop_assert!(index < objects.len(), "problem of object {index} of {}", objects.len());
         prop_assert!(!problem.message.trim().is_empty(), "a set problem without a message: {problem:?}");
     }

@@ -1,10 +1,11 @@
 //! Data-driven tests of bad input: each `invalid/NAME.yaml` is checked the way `ballast apply -f` checks a file
-//! against an empty store (parse, then `validate_set` with no stored hosts); the problems must equal the
-//! snapshot `invalid/NAME.expected`. `UPDATE_EXPECT=1 cargo test -p ballast-specs` rewrites the snapshots.
+//! (parse, then `validate_set` against what is stored); the problems must equal the snapshot
+//! `invalid/NAME.expected`. The store is empty, or holds the objects of `invalid/stored/NAME.yaml` when there is
+//! one. `UPDATE_EXPECT=1 cargo test -p ballast-specs` rewrites the snapshots.
 
 use std::path::{Path, PathBuf};
 
-use ballast_specs::{parse_file, validate_set, Object, MAX_FILE_BYTES};
+use ballast_specs::{parse_documents, parse_file, validate_set, Object, Role, MAX_FILE_BYTES};
 use expect_test::{expect, expect_file};
 
 #[test]
@@ -14,7 +15,11 @@ fn invalid_fixtures() {
     for path in files_ending(&fixtures, ".yaml") {
         let name = file_name(&path);
         let text = std::fs::read_to_string(&path).unwrap();
-        let report = check(&text, &name);
+        let stored = match std::fs::read_to_string(fixtures.join("stored").join(&name)) {
+            Ok(stored) => parse_documents(&stored, None).expect("stored objects of a fixture are valid"),
+            Err(_) => Vec::new(),
+        };
+        let report = check_against(&text, &name, &stored);
         assert!(!report.is_empty(), "{name}: a fixture of bad input reported no problem");
         expect_file![path.with_extension("expected")].assert_eq(&report);
         checked += 1;
@@ -22,6 +27,9 @@ fn invalid_fixtures() {
     assert!(checked >= 16, "only {checked} fixtures found in {}", fixtures.display());
     for snapshot in files_ending(&fixtures, ".expected") {
         assert!(snapshot.with_extension("yaml").exists(), "{} has no fixture", snapshot.display());
+    }
+    for stored in files_ending(&fixtures.join("stored"), ".yaml") {
+        assert!(fixtures.join(file_name(&stored)).exists(), "{} has no fixture", stored.display());
     }
 }
 
@@ -55,11 +63,25 @@ fn oversized_file_fails_fast() {
 
 /// The problems `ballast apply -f FILE` would show for `text` against an empty store, one a line.
 fn check(text: &str, file: &str) -> String {
+    check_against(text, file, &[])
+}
+
+/// The problems `ballast apply -f FILE` would show for `text` against a store holding `stored`, one a line.
+fn check_against(text: &str, file: &str, stored: &[Object]) -> String {
+    let stored_hosts: Vec<String> =
+        stored.iter().filter(|o| matches!(o, Object::Host(_))).map(|o| o.name().to_string()).collect();
+    let stored_roles: Vec<Role> = stored
+        .iter()
+        .filter_map(|o| match o {
+            Object::Role(role) => Some(role.clone()),
+            Object::Host(_) => None,
+        })
+        .collect();
     let problems = match parse_file(text, Some(file)) {
         Err(problems) => problems,
         Ok(documents) => {
             let objects: Vec<Object> = documents.iter().map(|d| d.object.clone()).collect();
-            let set = validate_set(&objects, &[]);
+            let set = validate_set(&objects, &stored_hosts, &stored_roles);
             set.into_iter()
                 .map(|(index, problem)| {
                     let document = &documents[index];

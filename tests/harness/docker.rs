@@ -88,6 +88,7 @@ pub fn app_config(name: &str, role: &str) -> Result<ContainerConfig> {
         memory: 0,
         ports: vec![],
         logging: None,
+        network: None,
     })
 }
 

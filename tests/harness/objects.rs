@@ -38,6 +38,7 @@ pub fn role(name: &str, hosts: &[&str], image: &str) -> Role {
             strategy: Default::default(),
             logging: None,
             rollout: Default::default(),
+            proxy: None,
         },
     }
 }

@@ -285,3 +285,50 @@ fn make_executable(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// A proxied role on web-1, `more` its last spec lines.
+fn proxied(more: &str) -> String {
+    format!(
+        "apiVersion: ballast/v1\nkind: Role\nmetadata: {{name: api}}\nspec:\n  hosts: [web-1]\n  image: a:1\n{more}"
+    )
+}
+
+#[tokio::test]
+async fn a_proxy_without_a_health_check() {
+    let stderr = refused(&proxied("  proxy: {port: 80}\n")).await;
+    assert!(
+        stderr.starts_with(
+            "bad.yaml: document 1: spec.proxy: a proxied role needs spec.health: the proxy switches to a new \
+             container only once its health check passes\n"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_drain_longer_than_the_deploy_timeout() {
+    let stderr = refused(&proxied(
+        "  health: {http: {path: /up, port: 3000}}\n  deployTimeout: 20s\n  proxy: {port: 80, drainTimeout: 30s}\n",
+    ))
+    .await;
+    assert!(
+        stderr.starts_with(
+            "bad.yaml: document 1: spec.proxy.drainTimeout: \"30s\" is longer than deployTimeout \"20s\"\n"
+        ),
+        "{stderr}"
+    );
+}
+
+/// The stored `web` publishes 3000 on web-1: a proxy there on 3000 is refused by ballastd (the file alone is fine).
+#[tokio::test]
+async fn a_proxy_port_a_stored_role_publishes() {
+    let stderr =
+        refused(&proxied("  health: {http: {path: /up, port: 3000}}\n  proxy: {port: 3000}\n")).await;
+    assert!(
+        stderr.starts_with(
+            "bad.yaml: document 1: spec.proxy.port: port 3000 on host \"web-1\" is already published by role \
+             \"web\" (stored) (3000/tcp)\n"
+        ),
+        "{stderr}"
+    );
+}

@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use ballast_operator::hosts::local::LocalHost;
 use ballast_operator::hosts::ssh::SshHost;
 use ballast_operator::hosts::{
-    Connector, ContainerConfig, ContainerState, DockerHost, HostError, PortBinding, RealConnector,
-    RegistryAuth,
+    Connector, ContainerConfig, ContainerState, DockerHost, HostError, HttpRequest, PortBinding,
+    RealConnector, RegistryAuth,
 };
 use ballast_specs::HostSpec;
 use ballast_tests::docker::{
@@ -381,4 +381,59 @@ async fn real_connector_picks_local_or_ssh() -> Result<()> {
         other => bail!("a missing socket: expected Unreachable, got {other:?}"),
     }
     Ok(())
+}
+
+/// What the proxy needs of a host: files written into a container and read back (the archive API), a network made
+/// once, and an HTTP exchange with an address the host reaches (here a container's).
+#[tokio::test]
+async fn files_networks_and_http_exchanges() -> Result<()> {
+    for_both(|kind, host| async move {
+        let cleanup = Cleanup::new();
+        let name = cleanup.container(&unique_name(&format!("hosts-files-{kind}")));
+        let id = host.create(&app_config(&name, "files")?).await?;
+        // Before the first start, as a new proxy gets its config.
+        host.put_files(&id, &[("/ballast/upstreams/web", b"10.0.0.9:3000"), ("/ballast/upstreams/api", b"")])
+            .await?;
+        let read = host.files(&id, "/ballast/upstreams").await?;
+        let shown: Vec<(&str, &[u8])> = read.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        assert_eq!(shown, [("api", &b""[..]), ("web", &b"10.0.0.9:3000"[..])]);
+        assert!(host.files(&id, "/nowhere").await?.is_empty(), "a missing folder has no files");
+        host.start(&id).await?;
+        host.put_files(&id, &[("/ballast/upstreams/web", b"10.0.0.7:3000")]).await?;
+        assert_eq!(host.files(&id, "/ballast/upstreams").await?["web"], b"10.0.0.7:3000");
+
+        let network = unique_name("ballast-test-net");
+        let labels = std::collections::BTreeMap::from([("ballast.test".to_string(), "1".to_string())]);
+        host.ensure_network(&network, &labels).await?;
+        let made = docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Driver}} {{index .Labels \"ballast.test\"}}",
+            &network,
+        ]);
+        host.ensure_network(&network, &labels).await.context("a network that exists is fine")?;
+        docker(&["network", "rm", &network])?;
+        assert_eq!(made?, "bridge 1");
+
+        let ip = host.inspect(&id).await?.and_then(|c| c.ip).ok_or_else(|| anyhow!("no ip"))?;
+        let request = HttpRequest { method: "GET", path: "/up".into(), json: None };
+        let answer = until(Duration::from_secs(20), "the app to answer GET /up", || {
+            let (host, ip, request) = (host.clone(), ip.clone(), request.clone());
+            async move {
+                match host.http(&ip, 3000, &request, Duration::from_secs(2)).await {
+                    Err(HostError::Http(_)) => None,
+                    answer => Some(answer),
+                }
+            }
+        })
+        .await??;
+        assert_eq!((answer.status, String::from_utf8_lossy(&answer.body).trim()), (200, "v1"));
+        let post = HttpRequest { method: "POST", path: "/version".into(), json: Some(b"{}".to_vec()) };
+        let refused = host.http(&ip, 3000, &post, Duration::from_secs(2)).await?;
+        assert!(refused.status >= 400, "busybox httpd refuses a POST to a file: {}", refused.status);
+        host.remove(&id).await?;
+        Ok(())
+    })
+    .await
 }

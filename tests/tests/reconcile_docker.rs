@@ -45,7 +45,12 @@ impl Operator {
             Arc::new(HostPool::new(Arc::new(connector))),
             Arc::new(NoAws),
             Arc::new(NoAws),
-            Config { stop_grace: Duration::from_secs(2), settle: Duration::from_millis(500), max_passes: 6 },
+            Config {
+                stop_grace: Duration::from_secs(2),
+                settle: Duration::from_millis(500),
+                max_passes: 6,
+                ..Config::default()
+            },
         );
         let config = RuntimeConfig {
             resync: Duration::from_secs(2),

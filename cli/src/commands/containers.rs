@@ -99,7 +99,7 @@ fn print_entry(output: Output, entry: &LogEntry, prefix: bool, timestamps: bool)
     let text = match output {
         Output::Json => serde_json::to_string(entry).map_err(std::io::Error::other)? + "\n",
         Output::Yaml => format!("---\n{}", yaml(entry).map_err(|e| std::io::Error::other(e.to_string()))?),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             if let Some(error) = &entry.error {
                 return writeln!(std::io::stderr().lock(), "error: {error}");
             }

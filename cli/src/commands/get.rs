@@ -1,11 +1,11 @@
 //! `get roles|hosts [NAME]` and `delete role|host NAME`.
 
 use ballast_specs::wire::{List, RoleView};
-use ballast_specs::Object;
+use ballast_specs::{Object, Proxy};
 
 use super::{fetch_role, host_path, role_path, Context};
 use crate::error::{CliError, Result};
-use crate::render::{or_dash, print_data, table};
+use crate::render::{or_dash, print_data, table, Output};
 use crate::KindArg;
 
 pub async fn roles(cx: &Context, name: Option<&str>) -> Result<()> {
@@ -29,11 +29,12 @@ pub async fn roles(cx: &Context, name: Option<&str>) -> Result<()> {
         eprintln!("no roles found");
         return Ok(());
     }
+    let wide = cx.output == Output::Wide;
     let rows: Vec<Vec<String>> = views
         .iter()
         .map(|view| {
             let spec = &view.role.spec;
-            vec![
+            let mut row = vec![
                 view.role.metadata.name.clone(),
                 or_dash(spec.hosts.join(",")),
                 spec.image.clone(),
@@ -41,11 +42,33 @@ pub async fn roles(cx: &Context, name: Option<&str>) -> Result<()> {
                 spec.resources.memory.as_ref().map(|m| m.to_string()).unwrap_or_else(|| "-".to_string()),
                 view.role.metadata.generation.to_string(),
                 if view.control.paused { "yes" } else { "no" }.to_string(),
-            ]
+            ];
+            if wide {
+                row.push(or_dash(spec.ports.join(",")));
+                row.push(spec.proxy.as_ref().map(proxy_column).unwrap_or_else(|| "-".to_string()));
+            }
+            row
         })
         .collect();
-    print!("{}", table(&["NAME", "HOSTS", "IMAGE", "CPUS", "MEMORY", "GENERATION", "PAUSED"], &rows));
+    let mut headers = vec!["NAME", "HOSTS", "IMAGE", "CPUS", "MEMORY", "GENERATION", "PAUSED"];
+    if wide {
+        headers.extend(["PORTS", "PROXY"]);
+    }
+    print!("{}", table(&headers, &rows));
     Ok(())
+}
+
+/// `:80`, `:80 → 3000`, `:80 (a.example.com,b.example.com)`: the proxy's port, its target if not the health
+/// check's, and the host names it routes on.
+fn proxy_column(proxy: &Proxy) -> String {
+    let mut text = format!(":{}", proxy.port);
+    if let Some(port) = proxy.container_port {
+        text.push_str(&format!(" → {port}"));
+    }
+    if !proxy.hosts.is_empty() {
+        text.push_str(&format!(" ({})", proxy.hosts.join(",")));
+    }
+    text
 }
 
 pub async fn hosts(cx: &Context, name: Option<&str>) -> Result<()> {

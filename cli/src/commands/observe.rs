@@ -27,16 +27,16 @@ pub async fn status(cx: &Context, selection: &Selection, wait: Option<&Duration>
     };
     let deadline = Instant::now() + timeout.as_std();
     // Table output on a terminal redraws a live table; elsewhere each change is one plain line.
-    let live = cx.output == Output::Table && std::io::stdout().is_terminal();
+    let live = cx.output.is_table() && std::io::stdout().is_terminal();
     let mut progress = Progress::default();
     loop {
         let roles = selected(cx, selection).await?;
         let list = only(selection, &roles, statuses(cx, selection).await?);
         let verdict = settle(&roles, &list.items);
         let timed_out = Instant::now() >= deadline;
-        if cx.output == Output::Table {
+        if cx.output.is_table() {
             if live {
-                progress.redraw(&status_table(&list));
+                progress.redraw(&status_table(&list, cx.output == Output::Wide));
             } else if verdict.is_none() && !timed_out {
                 progress.changes(&list.items);
             }
@@ -185,7 +185,7 @@ const EVENT_HEADERS: &[&str] = &["TIME", "ROLE", "HOST", "REASON", "ACTOR", "MES
 
 fn print_events_line(output: Output, events: &[&Event], header: bool) -> Result<()> {
     match output {
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let rows: Vec<Vec<String>> = events.iter().map(|e| event_row(e)).collect();
             let text = table(EVENT_HEADERS, &rows);
             // Fixed-width columns across polls would need every row up front; keep the header once.
@@ -232,18 +232,18 @@ fn print_status(output: Output, list: &List<UnitStatus>) -> Result<()> {
         eprintln!("no units found");
         return Ok(());
     }
-    print!("{}", status_table(list));
+    print!("{}", status_table(list, output == Output::Wide));
     Ok(())
 }
 
-/// The status table: one row per unit.
-fn status_table(list: &List<UnitStatus>) -> String {
+/// The status table: one row per unit; `wide` adds the proxy's route of proxied units.
+fn status_table(list: &List<UnitStatus>, wide: bool) -> String {
     let now = Utc::now();
     let rows: Vec<Vec<String>> = list
         .items
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.role.clone(),
                 s.host.clone(),
                 s.state.to_string(),
@@ -253,10 +253,20 @@ fn status_table(list: &List<UnitStatus>) -> String {
                 or_dash(s.memory.clone().unwrap_or_default()),
                 or_dash(s.message.clone()),
                 age(s.since, now),
-            ]
+            ];
+            if wide {
+                let proxy =
+                    s.proxy.as_ref().map(|p| format!(":{} → {}", p.port, or_dash(p.routes_to.clone())));
+                row.insert(7, proxy.unwrap_or_else(|| "-".to_string()));
+            }
+            row
         })
         .collect();
-    let headers = ["ROLE", "HOST", "STATE", "GEN/OBSERVED", "IMAGE", "CPUS", "MEMORY", "MESSAGE", "SINCE"];
+    let mut headers =
+        vec!["ROLE", "HOST", "STATE", "GEN/OBSERVED", "IMAGE", "CPUS", "MEMORY", "MESSAGE", "SINCE"];
+    if wide {
+        headers.insert(7, "PROXY");
+    }
     table(&headers, &rows)
 }
 
@@ -349,6 +359,7 @@ mod tests {
             message: "boom".to_string(),
             since: Utc::now(),
             failed: None,
+            proxy: None,
         }
     }
 

@@ -18,12 +18,12 @@ pub async fn apply(
     Extension(actor): Extension<Actor>,
     JsonBody(request): JsonBody<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
-    let stored_hosts = host_names(state.store.as_ref()).await?;
+    let (stored_hosts, stored_roles) = stored(state.store.as_ref()).await?;
     let mut problems = Vec::new();
     for (index, object) in request.objects.iter().enumerate() {
         problems.extend(validate_object(object).into_iter().map(|p| at_object(index, p)));
     }
-    let set_problems = validate_set(&request.objects, &stored_hosts);
+    let set_problems = validate_set(&request.objects, &stored_hosts, &stored_roles);
     problems.extend(set_problems.into_iter().map(|(index, p)| at_object(index, p)));
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
@@ -128,9 +128,9 @@ pub async fn put_role(
         }
     };
     if let Some(role) = &role {
-        let stored_hosts = host_names(state.store.as_ref()).await?;
+        let (stored_hosts, stored_roles) = stored(state.store.as_ref()).await?;
         let single = [Object::Role(role.clone())];
-        problems.extend(validate_set(&single, &stored_hosts).into_iter().map(|(_, p)| p));
+        problems.extend(validate_set(&single, &stored_hosts, &stored_roles).into_iter().map(|(_, p)| p));
     }
     let Some(mut role) = role.filter(|_| problems.is_empty()) else {
         return Err(ApiError::invalid(problems));
@@ -182,9 +182,10 @@ pub(super) async fn role_view(store: &dyn SpecStore, role: Role) -> Result<RoleV
     Ok(RoleView { role, control })
 }
 
-async fn host_names(store: &dyn SpecStore) -> Result<Vec<String>, ApiError> {
+/// The names of the stored hosts, and the stored roles: what a set is validated against.
+async fn stored(store: &dyn SpecStore) -> Result<(Vec<String>, Vec<Role>), ApiError> {
     let snapshot = store.snapshot().await?;
-    Ok(snapshot.hosts.into_iter().map(|h| h.metadata.name).collect())
+    Ok((snapshot.hosts.into_iter().map(|h| h.metadata.name).collect(), snapshot.roles))
 }
 
 /// A problem of the request's object `index`, its path prefixed with `objects[index]`.

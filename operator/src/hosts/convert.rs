@@ -85,6 +85,7 @@ pub(super) fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
             name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,
         }),
+        network_mode: config.network.clone(),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -121,6 +122,7 @@ pub(super) fn container(response: ContainerInspectResponse) -> Container {
         nano_cpus: host_config.nano_cpus.unwrap_or(0),
         memory: host_config.memory.unwrap_or(0),
         ip,
+        network: host_config.network_mode.filter(|n| !n.is_empty()),
     }
 }
 
@@ -366,6 +368,7 @@ mod tests {
                 protocol: "tcp".into(),
             }],
             logging: Some(("json-file".into(), BTreeMap::from([("max-size".into(), "10m".into())]))),
+            network: Some("ballast".into()),
         };
         let body = serde_json::to_value(create_body(&config)).unwrap();
         let host = &body["HostConfig"];
@@ -375,6 +378,7 @@ mod tests {
         assert_eq!(host["PortBindings"]["3000/tcp"][0]["HostPort"], "8080");
         assert_eq!(host["LogConfig"]["Type"], "json-file");
         assert_eq!(host["RestartPolicy"]["Name"], "unless-stopped");
+        assert_eq!(host["NetworkMode"], "ballast");
         assert_eq!(body["ExposedPorts"], serde_json::json!({"3000/tcp": {}}));
         assert_eq!(body["Env"], serde_json::json!(["A=1"]));
         assert!(body.get("Cmd").is_none());

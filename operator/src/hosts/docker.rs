@@ -2,17 +2,18 @@
 //!
 //! bollard types stop here and in `convert.rs`: callers get `Container`, `HostEvent` and `HostError`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{ready, Future};
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerUpdateBody, ExecConfig};
+use bollard::models::{ContainerUpdateBody, ExecConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, EventsOptions,
+    InspectContainerOptions, InspectNetworkOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::{BollardRequest, ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -25,6 +26,7 @@ use super::convert::{
     summary_state, unix_timestamp, ACTIONS, ROLE_LABEL,
 };
 use super::inspect_cache::InspectCache;
+use super::tar;
 use super::{
     Container, ContainerConfig, ContainerState, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
 };
@@ -198,6 +200,68 @@ pub(super) async fn update_resources(
         ..Default::default()
     };
     bounded(CALL_TIMEOUT, docker.update_container(id, body)).await
+}
+
+/// Creates the bridge network `name` unless it exists (a creation that races with another counts as done).
+pub(super) async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), HostError> {
+    match bounded(CALL_TIMEOUT, docker.inspect_network(name, None::<InspectNetworkOptions>)).await {
+        Ok(_) => return Ok(()),
+        Err(HostError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let request = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".to_string()),
+        labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        ..Default::default()
+    };
+    match bounded(CALL_TIMEOUT, docker.create_network(request)).await {
+        Ok(_) => Ok(()),
+        Err(HostError::Docker { status: 409, .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes files into a container through the archive API (one tar extracted at `/`).
+pub(super) async fn put_files(docker: &Docker, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError> {
+    let relative: Vec<(&str, &[u8])> =
+        files.iter().map(|(path, c)| (path.trim_start_matches('/'), *c)).collect();
+    let archive = tar::archive(&relative);
+    let options = UploadToContainerOptions { path: "/".to_string(), ..Default::default() };
+    bounded(CALL_TIMEOUT, docker.upload_to_container(id, Some(options), bollard::body_full(archive.into())))
+        .await
+}
+
+/// The files directly in a container's folder, by name, through the archive API.
+pub(super) async fn files(
+    docker: &Docker,
+    id: &str,
+    dir: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, HostError> {
+    let options = DownloadFromContainerOptions { path: dir.to_string() };
+    let download =
+        docker.download_from_container(id, Some(options)).try_fold(Vec::new(), |mut all, chunk| {
+            all.extend_from_slice(&chunk);
+            ready(Ok(all))
+        });
+    let archive = match bounded(CALL_TIMEOUT, download).await {
+        Ok(archive) => archive,
+        Err(HostError::NotFound(_)) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    };
+    let files = tar::files(&archive).map_err(|message| HostError::Docker { status: 0, message })?;
+    // Entries are named from the folder's own name: `upstreams/web` for `/ballast/upstreams`.
+    Ok(files
+        .into_iter()
+        .filter_map(|(path, content)| {
+            let (_, name) = path.split_once('/')?;
+            (!name.is_empty() && !name.contains('/')).then(|| (name.to_string(), content))
+        })
+        .collect())
 }
 
 /// Container events of ballast-labelled containers. Subscribes from the engine's current time, so an

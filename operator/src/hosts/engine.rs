@@ -1,19 +1,24 @@
 //! `DockerHost` written once over a [`Tunnel`]: the Docker calls and health probes of one host, whatever the
 //! way to it (a local socket, or an SSH session).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bytes::Bytes;
 use futures::stream::BoxStream;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::convert::{authority, parse_status_line};
 use super::inspect_cache::InspectCache;
 use super::tunnel::{DockerSocket, Tunnel};
 use super::{
-    docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, LogLine, RegistryAuth,
+    docker, Container, ContainerConfig, DockerHost, ExecOutput, HostError, HostEvent, HttpRequest,
+    HttpResponse, LogLine, RegistryAuth, HTTP_BODY_LIMIT,
 };
 
 /// One host's Docker engine, reached through `T`. Cheap to create: nothing is dialled until the first call.
@@ -94,6 +99,38 @@ impl<T: Tunnel> DockerHost for Engine<T> {
         tokio::time::timeout(timeout, check).await.unwrap_or(Err(HostError::Timeout(timeout)))
     }
 
+    /// Through a TCP stream of the tunnel, one request per stream. The timeout starts once the tunnel is ready.
+    async fn http(
+        &self,
+        ip: &str,
+        port: u16,
+        request: &HttpRequest,
+        timeout: Duration,
+    ) -> Result<HttpResponse, HostError> {
+        self.tunnel.ready().await?;
+        let authority = authority(ip, port);
+        let exchange = async {
+            let stream = self.tunnel.tcp(ip, port).await?;
+            http_exchange(stream, &authority, request).await
+        };
+        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(HostError::Timeout(timeout)))
+    }
+
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::ensure_network(&self.docker, name, labels).await
+    }
+
+    async fn put_files(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError> {
+        self.tunnel.ready().await?;
+        docker::put_files(&self.docker, id, files).await
+    }
+
+    async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError> {
+        self.tunnel.ready().await?;
+        docker::files(&self.docker, id, dir).await
+    }
+
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {
         self.tunnel.ready().await?;
         docker::events(&self.docker, &self.inspected).await
@@ -115,6 +152,50 @@ impl<T: Tunnel> DockerHost for Engine<T> {
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, HostError> {
         self.tunnel.ready().await?;
         docker::exec(&self.docker, id, cmd).await
+    }
+}
+
+/// One HTTP/1.1 request over an open byte stream to `authority`; the answer's body is read up to
+/// [`HTTP_BODY_LIMIT`]. `HostError::Http` when the peer does not answer HTTP.
+async fn http_exchange<S>(
+    stream: S,
+    authority: &str,
+    request: &HttpRequest,
+) -> Result<HttpResponse, HostError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let what = format!("{} http://{authority}{}", request.method, request.path);
+    let failed = |e: &dyn std::fmt::Display| HostError::Http(format!("{what}: {e}"));
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed(&e))?;
+    let body = Full::new(Bytes::from(request.json.clone().unwrap_or_default()));
+    let mut builder = hyper::Request::builder()
+        .method(request.method)
+        .uri(&request.path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "ballast");
+    if request.json.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let outgoing = builder.body(body).map_err(|e| failed(&e))?;
+    let exchange = async {
+        let response = sender.send_request(outgoing).await.map_err(|e| failed(&e))?;
+        let status = response.status().as_u16();
+        let collected =
+            Limited::new(response.into_body(), HTTP_BODY_LIMIT).collect().await.map_err(|e| failed(&*e))?;
+        Ok(HttpResponse { status, body: collected.to_bytes().to_vec() })
+    };
+    // The connection is driven here, beside the exchange, until the answer is read: the stream need not
+    // outlive this call. A connection that ends first leaves what it read to the exchange, or fails it.
+    let mut connection = std::pin::pin!(connection);
+    let mut exchange = std::pin::pin!(exchange);
+    let mut connected = true;
+    loop {
+        tokio::select! {
+            result = &mut exchange => return result,
+            _ = &mut connection, if connected => connected = false,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! An in-memory Docker host for fast tests of the reconciler: containers, images, events and health, with
 //! switches to make it unreachable, fail pulls or serve unhealthy images, and counters of every call.
 //! Containers log a few lines when started ([`FakeHost::print`] adds more); exec understands `echo` and `false`.
+//! A running container on the host's network answers HTTP on the host's loopback as a document store, enough to
+//! stand in for the proxy's admin API: `POST /load` keeps the body, `GET /config/` returns it, other `GET`s `[]`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,7 +17,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
     Connector, Container, ContainerConfig, ContainerState, DockerHost, ExecOutput, HostError, HostEvent,
-    LogLine, LogStream, RegistryAuth,
+    HttpRequest, HttpResponse, LogLine, LogStream, RegistryAuth, HOST_NETWORK,
 };
 use crate::labels;
 
@@ -52,6 +54,8 @@ struct State {
     calls: HashMap<&'static str, u64>,
     /// Every command run with `exec`: (container id, command).
     execs: Vec<(String, Vec<String>)>,
+    /// Networks made with `ensure_network`.
+    networks: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +65,10 @@ struct FakeContainer {
     /// How many times it was started.
     starts: u64,
     log: Vec<LogLine>,
+    /// The document a container on the host's network was given with `POST /load`.
+    loaded: Option<Vec<u8>>,
+    /// Files written with `put_files`, by path.
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 impl FakeHost {
@@ -114,6 +122,21 @@ impl FakeHost {
         self.state().containers.get(id).map(|c| c.starts).unwrap_or(0)
     }
 
+    /// Networks made with `ensure_network`.
+    pub fn networks(&self) -> Vec<String> {
+        self.state().networks.iter().cloned().collect()
+    }
+
+    /// A file written into a container with `put_files`.
+    pub fn file(&self, id: &str, path: &str) -> Option<Vec<u8>> {
+        self.state().find(id).and_then(|c| c.files.get(path).cloned())
+    }
+
+    /// The document the running container on the host's network was last given (`POST /load`).
+    pub fn loaded(&self) -> Option<Vec<u8>> {
+        self.state().host_network_container().and_then(|c| c.loaded.clone())
+    }
+
     /// How many calls of `method` (`list`, `create`, ...) the host has served.
     pub fn calls(&self, method: &str) -> u64 {
         self.state().calls.get(method).copied().unwrap_or(0)
@@ -155,10 +178,19 @@ impl FakeHost {
             nano_cpus: 0,
             memory: 0,
             ip: Some(format!("172.17.0.{}", state.next_id)),
+            network: None,
         };
-        state
-            .containers
-            .insert(id.clone(), FakeContainer { container, config: None, starts: 1, log: Vec::new() });
+        state.containers.insert(
+            id.clone(),
+            FakeContainer {
+                container,
+                config: None,
+                starts: 1,
+                log: Vec::new(),
+                loaded: None,
+                files: BTreeMap::new(),
+            },
+        );
         id
     }
 
@@ -243,6 +275,13 @@ impl State {
         self.containers.get(id).or_else(|| self.containers.values().find(|c| c.container.name == id))
     }
 
+    fn host_network_container(&self) -> Option<&FakeContainer> {
+        self.containers.values().find(|c| {
+            c.container.state == ContainerState::Running
+                && c.config.as_ref().and_then(|config| config.network.as_deref()) == Some(HOST_NETWORK)
+        })
+    }
+
     fn find_mut(&mut self, id: &str) -> Option<&mut FakeContainer> {
         let key = self.find(id).map(|c| c.container.id.clone())?;
         self.containers.get_mut(&key)
@@ -307,10 +346,18 @@ impl DockerHost for FakeHost {
             nano_cpus: config.nano_cpus,
             memory: config.memory,
             ip: None,
+            network: config.network.clone(),
         };
         state.containers.insert(
             id.clone(),
-            FakeContainer { container, config: Some(config.clone()), starts: 0, log: Vec::new() },
+            FakeContainer {
+                container,
+                config: Some(config.clone()),
+                starts: 0,
+                log: Vec::new(),
+                loaded: None,
+                files: BTreeMap::new(),
+            },
         );
         Ok(id)
     }
@@ -400,6 +447,67 @@ impl DockerHost for FakeHost {
             return Ok(404);
         }
         Ok(200)
+    }
+
+    async fn http(
+        &self,
+        ip: &str,
+        port: u16,
+        request: &HttpRequest,
+        _timeout: Duration,
+    ) -> Result<HttpResponse, HostError> {
+        self.enter("http").await?;
+        let mut state = self.state();
+        let refused = || HostError::Http(format!("connect to {ip}:{port}: connection refused"));
+        if ip != "127.0.0.1" {
+            return Err(refused());
+        }
+        let id = state.host_network_container().map(|c| c.container.id.clone()).ok_or_else(refused)?;
+        let c = state.containers.get_mut(&id).ok_or_else(refused)?;
+        let ok = |body: &[u8]| HttpResponse { status: 200, body: body.to_vec() };
+        Ok(match (request.method, request.path.as_str()) {
+            ("POST", "/load") => {
+                c.loaded = request.json.clone();
+                ok(b"")
+            }
+            ("GET", "/config/") => ok(c.loaded.as_deref().unwrap_or(b"null")),
+            ("GET", _) => ok(b"[]"),
+            _ => HttpResponse { status: 405, body: b"method not allowed".to_vec() },
+        })
+    }
+
+    async fn ensure_network(&self, name: &str, _labels: &BTreeMap<String, String>) -> Result<(), HostError> {
+        self.enter("ensure_network").await?;
+        self.state().networks.insert(name.to_string());
+        Ok(())
+    }
+
+    async fn put_files(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError> {
+        self.enter("put_files").await?;
+        let mut state = self.state();
+        let c = state.find_mut(id).ok_or_else(|| HostError::NotFound(format!("no such container: {id}")))?;
+        for (path, content) in files {
+            c.files.insert(path.to_string(), content.to_vec());
+        }
+        // A file where the proxy resumes its config from is what it serves once started.
+        if let Some(config) = files.iter().find(|(path, _)| path.ends_with("/caddy/autosave.json")) {
+            c.loaded = Some(config.1.to_vec());
+        }
+        Ok(())
+    }
+
+    async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError> {
+        self.enter("files").await?;
+        let state = self.state();
+        let c = state.find(id).ok_or_else(|| HostError::NotFound(format!("no such container: {id}")))?;
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        Ok(c.files
+            .iter()
+            .filter_map(|(path, content)| {
+                let name = path.strip_prefix(&prefix)?;
+                (!name.contains('/')).then(|| (name.to_string(), content.clone()))
+            })
+            .collect())
     }
 
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError> {

@@ -15,6 +15,7 @@ pub mod known_hosts;
 pub mod local;
 mod pool;
 pub mod ssh;
+mod tar;
 mod tunnel;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,8 @@ pub struct Container {
     pub memory: i64,
     /// The container's IP address on its network, when running.
     pub ip: Option<String>,
+    /// The network it joined at create (`HostConfig.NetworkMode`: `bridge`, `host`, a network's name), if known.
+    pub network: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +74,34 @@ pub struct ContainerConfig {
     pub memory: i64,
     pub ports: Vec<PortBinding>,
     pub logging: Option<(String, BTreeMap<String, String>)>,
+    /// The network the container joins instead of Docker's default bridge: [`HOST_NETWORK`] shares the host's
+    /// network (nothing is published then), any other name is a bridge network of the host.
+    pub network: Option<String>,
 }
+
+/// The network name of a container that shares its host's network.
+pub const HOST_NETWORK: &str = "host";
+
+/// An HTTP/1.1 request made from a host to an address it reaches (see [`DockerHost::http`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: &'static str,
+    /// Path and query: `/config/`.
+    pub path: String,
+    /// A JSON body, sent with `Content-Type: application/json`.
+    pub json: Option<Vec<u8>>,
+}
+
+/// The answer to an [`HttpRequest`]: its status code and body (at most [`HTTP_BODY_LIMIT`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// The largest answer [`DockerHost::http`] reads.
+pub const HTTP_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// A published port: `host_ip:host_port -> container_port/protocol`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +225,24 @@ pub trait DockerHost: Send + Sync + 'static {
     /// `GET path` on `ip:port` as seen from the host (through the SSH connection for remote hosts);
     /// returns the HTTP status code. Bounded by `timeout`.
     async fn http_get(&self, ip: &str, port: u16, path: &str, timeout: Duration) -> Result<u16, HostError>;
+    /// An HTTP/1.1 exchange with `ip:port` as seen from the host (through the SSH connection for remote hosts,
+    /// so `127.0.0.1` is the host's own loopback). Bounded by `timeout`; `HostError::Http` when the target
+    /// refuses or does not answer HTTP.
+    async fn http(
+        &self,
+        ip: &str,
+        port: u16,
+        request: &HttpRequest,
+        timeout: Duration,
+    ) -> Result<HttpResponse, HostError>;
+    /// Creates the bridge network `name` with `labels` unless the host has one of that name.
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), HostError>;
+    /// Writes files (absolute paths and their content; folders are made) into the container `id` at once, as
+    /// `docker cp` does; the container need not run.
+    async fn put_files(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(), HostError>;
+    /// The files in the folder `dir` of the container `id`, by name (subfolders are not read); none when the
+    /// folder does not exist.
+    async fn files(&self, id: &str, dir: &str) -> Result<BTreeMap<String, Vec<u8>>, HostError>;
     /// The host's container events (die, destroy, oom, update, start, stop, ...), ballast-labelled containers only.
     /// The stream ends when the connection breaks; the caller relists and subscribes again.
     async fn events(&self) -> Result<BoxStream<'static, HostEvent>, HostError>;
@@ -254,6 +302,7 @@ impl fmt::Debug for ContainerConfig {
             .field("memory", &self.memory)
             .field("ports", &self.ports)
             .field("logging", &self.logging)
+            .field("network", &self.network)
             .finish()
     }
 }

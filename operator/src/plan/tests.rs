@@ -2,8 +2,11 @@
 //! An action that corrects drift shows its kind (`[drift: KIND]`, see [`drift_kind`]).
 //!
 //! Fixture lines:
-//! `desired ROLE@HOST gen=N hash=H image=I [cpus=C] [memory=M] [converged=N] [paused] [halted]` or `desired none`;
-//! `container ID gen=N hash=H image=I STATE [cpus=C] [memory=M]`.
+//! `desired ROLE@HOST gen=N hash=H image=I [cpus=C] [memory=M] [converged=N] [paused] [halted]
+//! [proxy=PORT [routed=ID|nothing]]` or `desired none` (a proxied unit drains for 30 s; without `routed` the
+//! proxy was not read);
+//! `container ID gen=N hash=H image=I STATE [cpus=C] [memory=M] [published]` (a proxied unit's containers are on the
+//! proxy's network, unless `published`: one from before the role was proxied);
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,13 @@ fn check(fixture: &str, expect: Expect) {
     let mut out = format!("state: {}\n", plan.state);
     if !plan.message.is_empty() {
         out.push_str(&format!("message: {}\n", plan.message));
+    }
+    match &plan.routing {
+        Routing::NotProxied => {}
+        Routing::Unseen => out.push_str("routing: not read\n"),
+        Routing::Seen { port, to } => {
+            out.push_str(&format!("routing: :{port} → {}\n", to.as_deref().unwrap_or("none")))
+        }
     }
     for action in &plan.actions {
         match drift_kind(action, plan.state) {
@@ -64,6 +74,15 @@ fn parse_fixture(fixture: &str) -> (Option<Desired>, Vec<Container>) {
                     paused: flags.contains(&"paused"),
                     halted: flags.contains(&"halted"),
                     converged_generation: fields.get("converged").map(|g| g.parse().unwrap()).unwrap_or(0),
+                    proxy: fields.get("proxy").map(|port| Proxied {
+                        port: port.parse().unwrap(),
+                        drain: std::time::Duration::from_secs(30),
+                        routed: match fields.get("routed") {
+                            None => Routed::Unknown,
+                            Some(&"nothing") => Routed::Nothing,
+                            Some(id) => Routed::To(id.to_string()),
+                        },
+                    }),
                 });
             }
             "container" => {
@@ -89,6 +108,10 @@ fn parse_fixture(fixture: &str) -> (Option<Desired>, Vec<Container>) {
                     nano_cpus: cpus,
                     memory,
                     ip: None,
+                    network: desired
+                        .as_ref()
+                        .filter(|d| d.proxy.is_some() && !flags.contains(&"published"))
+                        .map(|_| crate::proxy::NETWORK.to_string()),
                 });
             }
             other => panic!("unknown fixture line {other}"),
@@ -374,6 +397,165 @@ fn a_container_being_removed_counts_as_gone() {
             state: Degraded
             message: container missing, recreating
             create (container missing, recreating) [drift: recreate_missing]
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_image_change_launches_switches_then_retires() {
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v2 converged=1 proxy=80 routed=c1
+         container c1 gen=1 hash=aa image=app:v1 running",
+        expect![[r#"
+            state: Progressing
+            message: image app:v1 → app:v2
+            routing: :80 → c1
+            start a new container beside c1 and health-check it (image app:v1 → app:v2)
+            switch the proxy's :80 from c1 to the new container
+            drain c1 (requests in flight, at most 30s), then stop and remove it
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_first_container_is_launched_and_routed() {
+    check(
+        "desired web@h1 gen=1 hash=aa image=app:v1 proxy=80 routed=nothing",
+        expect![[r#"
+            state: Progressing
+            message: creating container
+            routing: :80 → none
+            start a new container and health-check it (creating container)
+            route the proxy's :80 to the new container
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_rollout_cut_before_the_switch_is_verified_and_switched() {
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v2 converged=1 proxy=80 routed=c1
+         container c1 gen=1 hash=aa image=app:v1 running
+         container c2 gen=2 hash=bb image=app:v2 running",
+        expect![[r#"
+            state: Progressing
+            message: finishing rollout
+            routing: :80 → c1
+            health-check c2
+            switch the proxy's :80 from c1 to c2
+            drain c1 (requests in flight, at most 30s), then stop and remove it
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_rollout_cut_after_the_switch_only_retires() {
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v2 converged=1 proxy=80 routed=c2
+         container c1 gen=1 hash=aa image=app:v1 running
+         container c2 gen=2 hash=bb image=app:v2 running",
+        expect![[r#"
+            state: Progressing
+            message: draining the old container
+            routing: :80 → c2
+            drain c1 (requests in flight, at most 30s), then stop and remove it
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_failed_rollout_never_switches_and_keeps_the_old_serving() {
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:bad converged=1 halted proxy=80 routed=c1
+         container c1 gen=1 hash=aa image=app:v1 running
+         container c2 gen=2 hash=bb image=app:bad running",
+        expect![[r#"
+            state: Failed
+            routing: :80 → c1
+            remove c2 (rollout failed)
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_route_lost_is_restored() {
+    check(
+        "desired web@h1 gen=1 hash=aa image=app:v1 converged=1 proxy=80 routed=nothing
+         container c1 gen=1 hash=aa image=app:v1 running",
+        expect![[r#"
+            state: Degraded
+            message: the proxy does not route to c1
+            routing: :80 → none
+            route the proxy's :80 to c1 [drift: route_restored]
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_converged_without_reading_the_proxy_does_nothing() {
+    check(
+        "desired web@h1 gen=1 hash=aa image=app:v1 converged=1 proxy=80
+         container c1 gen=1 hash=aa image=app:v1 running",
+        expect![[r#"
+            state: Converged
+            routing: not read
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_lifting_a_limit_replaces_behind_the_proxy() {
+    check(
+        "desired web@h1 gen=2 hash=aa image=app:v1 converged=1 proxy=80 routed=c1
+         container c1 gen=1 hash=aa image=app:v1 running memory=1g",
+        expect![[r#"
+            state: Progressing
+            message: update memory unlimited (was 1g); docker cannot lift a limit in place
+            routing: :80 → c1
+            start a new container beside c1 and health-check it (update memory unlimited (was 1g); docker cannot lift a limit in place)
+            switch the proxy's :80 from c1 to the new container
+            drain c1 (requests in flight, at most 30s), then stop and remove it
+        "#]],
+    );
+}
+
+#[test]
+fn proxied_removed_container_is_launched_as_drift() {
+    check(
+        "desired web@h1 gen=1 hash=aa image=app:v1 converged=1 proxy=80 routed=c1",
+        expect![[r#"
+            state: Degraded
+            message: container missing, recreating
+            routing: :80 → c1
+            start a new container and health-check it (container missing, recreating) [drift: recreate_missing]
+            switch the proxy's :80 from c1 to the new container [drift: route_restored]
+        "#]],
+    );
+}
+
+#[test]
+fn moving_behind_the_proxy_retires_the_published_container_without_a_drain() {
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v1 converged=1 proxy=80 routed=nothing
+         container c1 gen=1 hash=aa image=app:v1 running published",
+        expect![[r#"
+            state: Progressing
+            message: moving behind the proxy (spec changed (generation 1 → 2))
+            routing: :80 → none
+            start a new container beside c1 and health-check it (moving behind the proxy (spec changed (generation 1 → 2)))
+            stop and remove c1 (no drain)
+        "#]],
+    );
+    check(
+        "desired web@h1 gen=2 hash=bb image=app:v1 converged=1 proxy=80 routed=nothing
+         container c1 gen=1 hash=aa image=app:v1 running published
+         container c2 gen=2 hash=bb image=app:v1 running",
+        expect![[r#"
+            state: Progressing
+            message: moving behind the proxy
+            routing: :80 → none
+            stop and remove c1 (no drain)
+            route the proxy's :80 to c2
         "#]],
     );
 }

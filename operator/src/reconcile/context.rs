@@ -10,6 +10,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use super::memory::Memory;
+use super::proxy::Proxies;
 use super::status::{self, Outcome};
 use super::{Config, ReconcileError, Unit};
 use crate::aws::{RegistryCredentials, ResolvedSecrets, SecretSource};
@@ -29,6 +30,8 @@ pub struct Context {
     pub registry: Arc<dyn RegistryCredentials>,
     pub config: Config,
     pub(super) memory: Memory,
+    /// The hosts' proxy locks and last switches of this term.
+    pub(super) proxies: Proxies,
     metrics: Arc<Metrics>,
     /// True while this process leads; `None`: always (a single operator, tests).
     leading: Option<watch::Receiver<bool>>,
@@ -49,6 +52,7 @@ impl Context {
             registry,
             config,
             memory: Memory::default(),
+            proxies: Proxies::default(),
             metrics: Arc::new(Metrics::unregistered()),
             leading: None,
         }

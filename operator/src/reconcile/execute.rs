@@ -4,19 +4,12 @@
 use ballast_specs::{Role, RoleControl};
 use tokio::time::Instant;
 
-use super::{short, Context, ReconcileError, Unit};
+use super::{short, switch, Context, ExecError, ReconcileError, Unit};
 use crate::aws::ResolvedSecrets;
 use crate::desired;
 use crate::hosts::{DockerHost, HostError};
 use crate::plan::Action;
 use crate::rollout::{self, RolloutError};
-
-/// Why an action did not complete.
-pub(super) enum ExecError {
-    /// The rollout failed (pull, health, start): the unit is halted at this spec.
-    Failed(String),
-    Reconcile(ReconcileError),
-}
 
 /// Performs one planned action and records its event.
 pub(super) async fn execute(
@@ -71,6 +64,23 @@ pub(super) async fn execute(
                 Err(RolloutError::Failed(reason)) => return Err(ExecError::Failed(reason)),
                 Err(RolloutError::Host(e)) => return Err(host_err(e)),
             }
+        }
+        Action::Launch { reason, .. } => {
+            let Some(role) = role else { return Ok(()) };
+            switch::launch(ctx, client, unit, role, control, secrets, reason).await?;
+        }
+        Action::Verify { id } => {
+            let Some(role) = role else { return Ok(()) };
+            switch::verify(ctx, client, unit, role, id).await?;
+        }
+        Action::Switch { from, to, .. } => {
+            let Some(role) = role else { return Ok(()) };
+            let target = switch::Target { to: to.as_deref(), from: from.as_deref() };
+            switch::switch(ctx, client, unit, role, control, secrets, target).await?;
+        }
+        Action::Retire { id, drain } => {
+            let Some(role) = role else { return Ok(()) };
+            switch::retire(ctx, client, unit, role, id, *drain).await?;
         }
         Action::Finish { new, old } => {
             let Some(role) = role else { return Ok(()) };

@@ -2,7 +2,7 @@
 //! status that no longer matches what is seen). A converged host costs one list call and no etcd write.
 //! Also what the unit loop and the preview share: a unit's containers among a host's listing.
 
-use super::{Context, ReconcileError, Specs, Unit};
+use super::{proxy, Context, ReconcileError, Specs, Unit};
 use crate::hosts::Container;
 use crate::labels;
 use crate::plan::{self, Plan};
@@ -32,6 +32,9 @@ async fn needs_reconcile(
     unit: &Unit,
     listing: &[Container],
 ) -> Result<bool, ReconcileError> {
+    if proxy::is_proxy(unit) {
+        return Ok(proxy::needs_reconcile(ctx, specs, &unit.host, listing).await);
+    }
     let observed = containers_of(listing, unit);
     let Some(role) = specs.desired_role(unit) else {
         let plan = plan::plan(None, &observed);
@@ -60,12 +63,14 @@ pub fn containers_of(listing: &[Container], unit: &Unit) -> Vec<Container> {
 }
 
 /// Every unit on `host` that is desired, or that has containers there: roles deleted or moved away leave
-/// containers behind, and those units must be reconciled (to remove them) too.
+/// containers behind, and those units must be reconciled (to remove them) too. The host's proxy is a unit too
+/// (`ballast.proxy`), desired while a role on the host is proxied.
 pub fn units_on_host(specs: &Specs, host: &str, listing: &[Container]) -> Vec<Unit> {
     let mut units: Vec<Unit> = specs
         .roles_on(host)
         .map(|r| Unit { role: r.metadata.name.clone(), host: host.to_string() })
         .collect();
+    units.extend(proxy::unit_of(specs, host));
     for c in listing {
         if let (Some(role), Some(h)) = (c.labels.get(labels::ROLE), c.labels.get(labels::HOST)) {
             let unit = Unit { role: role.clone(), host: h.clone() };

@@ -4,7 +4,9 @@
 //! stale; the unit loop ([`reconcile`]) observes, plans, reports and executes until the plan is empty; the
 //! executor performs one action and records its event; [`status`] is the pure function that says what a unit's
 //! status is; the memory keeps the last statuses, convergence clocks, rollout groups and pokes of this leader's
-//! term, [`budget`] the replacements under way in each rollout group; [`Preview`] answers `ballast plan` from the store without touching that memory.
+//! term, [`budget`] the replacements under way in each rollout group; [`Preview`] answers `ballast plan` from the
+//! store without touching that memory. A host's proxy is the unit `(ballast.proxy, HOST)` with a reconcile of its
+//! own ([`proxy`]); the steps of a rollout behind it are in `switch.rs`.
 //!
 //! A reconcile never learns why it ran; running it again on a converged unit changes nothing. Leadership is
 //! checked right before each action: a process that no longer leads stops at the next step with `NotLeader`
@@ -16,8 +18,10 @@ mod execute;
 mod host_pass;
 mod memory;
 mod preview;
+pub mod proxy;
 mod specs;
 pub mod status;
+mod switch;
 mod unit;
 
 use std::time::Duration;
@@ -30,6 +34,7 @@ pub use unit::reconcile;
 
 use crate::aws::AwsError;
 use crate::hosts::{Container, ContainerState, HostError};
+use crate::proxy::{ProxyError, Settings};
 use crate::store::StoreError;
 
 /// Knobs of the reconciler.
@@ -41,11 +46,18 @@ pub struct Config {
     pub settle: Duration,
     /// The most observe-plan-execute passes one reconcile makes before it gives up until the next trigger.
     pub max_passes: usize,
+    /// The image and admin port of every host's proxy.
+    pub proxy: Settings,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { stop_grace: Duration::from_secs(10), settle: Duration::from_secs(2), max_passes: 6 }
+        Config {
+            stop_grace: Duration::from_secs(10),
+            settle: Duration::from_secs(2),
+            max_passes: 6,
+            proxy: Settings::default(),
+        }
     }
 }
 
@@ -73,6 +85,15 @@ pub enum ReconcileError {
         #[source]
         source: AwsError,
     },
+    #[error("host {host}: {source}")]
+    Proxy {
+        host: String,
+        #[source]
+        source: ProxyError,
+    },
+    /// A switch of the proxy could not be made: the container to switch to, or away from, is not as planned.
+    #[error("host {host}: {message}")]
+    Switch { host: String, message: String },
     #[error("unit did not settle after {0} passes")]
     NotSettled(usize),
     /// This process no longer leads: nothing more is done.
@@ -91,10 +112,19 @@ impl ReconcileError {
             ReconcileError::Host { source, .. } => source.kind(),
             ReconcileError::Store(e) => e.kind(),
             ReconcileError::Secrets { .. } => "secrets",
+            ReconcileError::Proxy { source, .. } => source.kind(),
+            ReconcileError::Switch { .. } => "switch",
             ReconcileError::NotSettled(_) => "not_settled",
             ReconcileError::NotLeader => "not_leader",
         }
     }
+}
+
+/// Why an action of the executor did not complete.
+enum ExecError {
+    /// The rollout failed (pull, health, start): the unit is halted at this spec.
+    Failed(String),
+    Reconcile(ReconcileError),
 }
 
 /// True when a container is running.

@@ -2,16 +2,20 @@
 //! and the statuses in the store. It reads and never writes: not the store, not the hosts, and not the
 //! leader's memory (it builds its own index of the stored statuses), so any `ballastd` can answer it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ballast_specs::wire::UnitPlan;
 
 use super::host_pass::{containers_of, units_on_host};
 use super::memory::Statuses;
-use super::{Specs, Unit};
+use super::switch::routed;
+use super::{proxy, Specs, Unit};
 use crate::aws::SecretSource;
 use crate::hosts::{Container, HostPool};
+use crate::labels;
 use crate::plan::{self, Plan};
+use crate::proxy::Settings;
 use crate::store::{SpecStore, StoreError};
 use crate::tier::{self, Tiers};
 
@@ -20,18 +24,25 @@ pub struct Preview {
     store: Arc<dyn SpecStore>,
     hosts: Arc<HostPool>,
     secrets: Arc<dyn SecretSource>,
+    proxy: Settings,
 }
 
 impl Preview {
     pub fn new(store: Arc<dyn SpecStore>, hosts: Arc<HostPool>, secrets: Arc<dyn SecretSource>) -> Preview {
-        Preview { store, hosts, secrets }
+        Preview { store, hosts, secrets, proxy: Settings::default() }
+    }
+
+    /// Plans the hosts' proxies with these settings (`ballastd --proxy-image`, `--proxy-admin-port`).
+    pub fn with_proxy(mut self, settings: Settings) -> Preview {
+        self.proxy = settings;
+        self
     }
 
     /// The plans of every unit (or of one role's units). An unknown role gives `NotFound`.
     pub async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError> {
         let specs = Specs::new(self.store.snapshot().await?);
         if let Some(role) = role {
-            if specs.role(role).is_none() {
+            if role != labels::PROXY_ROLE && specs.role(role).is_none() {
                 return Err(StoreError::NotFound { kind: "role", name: role.to_string() });
             }
         }
@@ -62,8 +73,17 @@ impl Preview {
                     continue;
                 }
             };
+            let client = self.hosts.client(host);
             for unit in units_on_host(&specs, name, &listing) {
                 if role.is_some_and(|r| r != unit.role) {
+                    continue;
+                }
+                if proxy::is_proxy(&unit) {
+                    // The proxy's last switches are the leader's memory: a preview plans without them.
+                    let none = BTreeMap::new();
+                    let plan = proxy::plan_on(&self.proxy, &specs, name, &*client, &listing, &none).await;
+                    let actions = plan.actions.iter().map(ToString::to_string).collect();
+                    out.push(UnitPlan { role: unit.role, host: unit.host, actions, message: plan.message });
                     continue;
                 }
                 let planned = self.plan_unit(&specs, &statuses, &tiers, &unit, &listing).await;
@@ -98,7 +118,12 @@ impl Preview {
             ),
             None => None,
         };
-        let desired = statuses.desired(role, unit, &control, secrets.as_ref(), tiers);
+        let mut desired = statuses.desired(role, unit, &control, secrets.as_ref(), tiers);
+        if let Some(proxied) = &mut desired.proxy {
+            let host = specs.host(&unit.host).ok_or("host not found")?;
+            let client = self.hosts.client(host);
+            proxied.routed = routed(&*client, &self.proxy, listing, &unit.host, role, &observed).await;
+        }
         Ok(plan::plan(Some(&desired), &observed))
     }
 }

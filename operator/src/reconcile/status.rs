@@ -4,14 +4,15 @@
 //! another host), a plan about to act, a failed rollout, an unreachable host, an error. The rules that carry
 //! over from the previous status live in one place: `observedGeneration` (raised only on convergence), the
 //! failed rollout (kept until the unit converges), the last container seen (kept while nothing new is
-//! observed) and `since` (kept while the state stays the same). Snapshot tests in `status/tests.rs`.
+//! observed), the proxy's route (kept while the proxy is not read) and `since` (kept while the state stays the
+//! same). Snapshot tests in `status/tests.rs`.
 
-use ballast_specs::wire::{FailedRollout, UnitState, UnitStatus};
+use ballast_specs::wire::{FailedRollout, UnitProxy, UnitState, UnitStatus};
 use chrono::{DateTime, Utc};
 
 use super::{short, Unit};
 use crate::hosts::Container;
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, Routing};
 
 /// What happened to the unit, as far as its status is concerned.
 #[derive(Clone, Copy, Debug)]
@@ -51,9 +52,11 @@ pub fn status(
         message: String::new(),
         since: now,
         failed: previous.and_then(|p| p.failed.clone()),
+        proxy: previous.and_then(|p| p.proxy.clone()),
     };
     match outcome {
         Outcome::Settled { plan, current, halted_by } => {
+            status.proxy = routing(&plan.routing, status.proxy.take());
             status.state = plan.state;
             status.message = match plan.state {
                 UnitState::Failed => failed_message(unit, previous, halted_by),
@@ -68,6 +71,7 @@ pub fn status(
             }
         }
         Outcome::Acting { plan } => {
+            status.proxy = routing(&plan.routing, status.proxy.take());
             status.state = plan.state;
             status.message = plan.message.clone();
             keep_container(&mut status, previous);
@@ -109,6 +113,19 @@ fn failed_message(unit: &Unit, previous: Option<&UnitStatus>, halted_by: Option<
             other.host, other.message, unit.role
         ),
         _ => String::new(),
+    }
+}
+
+/// What the status says of the proxy after a plan: what the planner saw, or what it said before when the proxy
+/// was not read (a host pass); nothing for a unit that is not proxied.
+fn routing(routing: &Routing, previous: Option<UnitProxy>) -> Option<UnitProxy> {
+    match routing {
+        Routing::NotProxied => None,
+        Routing::Unseen => previous,
+        Routing::Seen { port, to } => Some(UnitProxy {
+            port: *port,
+            routes_to: to.as_deref().map(short).unwrap_or_default().to_string(),
+        }),
     }
 }
 

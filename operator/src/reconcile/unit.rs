@@ -7,16 +7,19 @@
 use ballast_specs::wire::{FailedRollout, UnitState};
 use ballast_specs::Role;
 
-use super::execute::{execute, ExecError};
+use super::execute::execute;
 use super::host_pass::containers_of;
 use super::status::Outcome;
-use super::{Context, ReconcileError, Specs, Unit};
+use super::{proxy, switch, Context, ExecError, ReconcileError, Specs, Unit};
 use crate::hosts::HostError;
 use crate::plan::{self, drift_kind, Action};
 use crate::store::StoreError;
 
 /// Reconciles one unit until its plan is empty (or it fails, halts, or runs out of passes).
 pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<UnitState, ReconcileError> {
+    if proxy::is_proxy(unit) {
+        return proxy::reconcile(ctx, specs, &unit.host).await;
+    }
     let Some(host) = specs.host(&unit.host) else {
         // The host is gone from the spec: it cannot be reached any more; forget the unit.
         ctx.forget(unit).await?;
@@ -67,7 +70,11 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
             }
             continue;
         };
-        let desired = ctx.desired(role, unit, &control, secrets.as_ref());
+        let mut desired = ctx.desired(role, unit, &control, secrets.as_ref());
+        if let Some(proxied) = &mut desired.proxy {
+            proxied.routed =
+                switch::routed(&*client, &ctx.config.proxy, &listing, &unit.host, role, &observed).await;
+        }
         let plan = plan::plan(Some(&desired), &observed);
         if plan.actions.is_empty() {
             let status = ctx.settled_status(unit, role, &control, &desired.hash, &plan, &observed);
@@ -78,10 +85,16 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
         // Replacing a container holds a slot of the role's rollout group: at most the group's budget of units
         // are replaced at once. Creating a missing one does not: nothing there is serving to protect, and a
         // container removed on one host must not wait for another host's rollout (up to its deployTimeout).
-        let rolls = plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Deploy { old: Some(_), .. } | Action::Finish { .. }));
+        let rolls = plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Deploy { old: Some(_), .. }
+                    | Action::Finish { .. }
+                    | Action::Launch { beside: Some(_), .. }
+                    | Action::Verify { .. }
+                    | Action::Retire { .. }
+            )
+        });
         if rolls && rollout_slot.is_none() {
             // A unit of the group may have failed its rollout while we waited: look again holding the slot. A
             // poke (something new seen for this unit) looks again without it. Waiting is not a pass, and keeps

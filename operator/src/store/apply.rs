@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ballast_specs::wire::ApplyOutcome;
-use ballast_specs::{Host, Kind, Object, Problem};
+use ballast_specs::{Host, Kind, Object, Problem, Role};
 use chrono::{DateTime, Utc};
 
 use super::kv::Compare;
-use super::layout::host_key;
+use super::layout::{host_key, role_key};
 
 /// What storing one object means, given what is stored.
 pub(super) struct Change {
@@ -88,6 +88,34 @@ pub(super) fn host_compares(hosts: &BTreeMap<String, Host>, objects: &[Object]) 
             revision: host.metadata.revision,
         })
         .collect()
+}
+
+/// Compares that keep in place, until the write, the stored roles whose host ports the set's roles were checked
+/// against: those not in the set that share a host with a role of the set, when both take host ports (published
+/// or proxied). A concurrent change of such a role could make a clash the check did not see.
+pub(super) fn port_compares(roles: &BTreeMap<String, Role>, objects: &[Object]) -> Vec<Compare> {
+    let set_roles: Vec<&Role> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Role(role) => Some(role),
+            Object::Host(_) => None,
+        })
+        .collect();
+    let hosts: BTreeSet<&str> = set_roles
+        .iter()
+        .filter(|r| takes_host_ports(r))
+        .flat_map(|r| r.spec.hosts.iter().map(String::as_str))
+        .collect();
+    roles
+        .values()
+        .filter(|r| !set_roles.iter().any(|s| s.metadata.name == r.metadata.name))
+        .filter(|r| takes_host_ports(r) && r.spec.hosts.iter().any(|h| hosts.contains(h.as_str())))
+        .map(|r| Compare::ModRevision { key: role_key(&r.metadata.name), revision: r.metadata.revision })
+        .collect()
+}
+
+fn takes_host_ports(role: &Role) -> bool {
+    role.spec.proxy.is_some() || !role.spec.ports.is_empty()
 }
 
 /// The store's own guard, consulted only when validation found nothing: a name that would break the key

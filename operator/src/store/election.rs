@@ -276,6 +276,7 @@ mod tests {
             message: String::new(),
             since: Utc::now(),
             failed: None,
+            proxy: None,
         }
     }
 

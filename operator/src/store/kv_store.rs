@@ -18,7 +18,7 @@ use futures::stream::BoxStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::apply::{decide, host_compares, in_document, integrity, Change};
+use super::apply::{decide, host_compares, in_document, integrity, port_compares, Change};
 use super::election::{self, Leadership};
 use super::kv::{Compare, Entry, Kv, Op};
 use super::layout::{
@@ -164,9 +164,10 @@ impl<K: Kv> SpecStore for KvStore<K> {
             backoff(attempt).await;
             let specs = self.read_specs().await?;
             let stored_hosts: Vec<String> = specs.hosts.keys().cloned().collect();
+            let stored_roles: Vec<Role> = specs.roles.values().cloned().collect();
             let mut problems = object_problems.clone();
-            problems
-                .extend(validate_set(&objects, &stored_hosts).into_iter().map(|(i, p)| in_document(p, i)));
+            let set_problems = validate_set(&objects, &stored_hosts, &stored_roles);
+            problems.extend(set_problems.into_iter().map(|(i, p)| in_document(p, i)));
             if problems.is_empty() {
                 problems = integrity(&objects, &stored_hosts, true);
             }
@@ -194,6 +195,7 @@ impl<K: Kv> SpecStore for KvStore<K> {
                 then.extend(write_ops(&change, actor, now)?);
             }
             when.extend(host_compares(&specs.hosts, &objects));
+            when.extend(port_compares(&specs.roles, &objects));
 
             if dry_run || then.is_empty() {
                 return Ok(results);
@@ -223,9 +225,10 @@ impl<K: Kv> SpecStore for KvStore<K> {
             backoff(attempt).await;
             let specs = self.read_specs().await?;
             let stored_hosts: Vec<String> = specs.hosts.keys().cloned().collect();
+            let stored_roles: Vec<Role> = specs.roles.values().cloned().collect();
             let mut problems = object_problems.clone();
             let objects = std::slice::from_ref(&object);
-            problems.extend(validate_set(objects, &stored_hosts).into_iter().map(|(_, p)| p));
+            problems.extend(validate_set(objects, &stored_hosts, &stored_roles).into_iter().map(|(_, p)| p));
             if problems.is_empty() {
                 problems = integrity(objects, &stored_hosts, false);
             }
@@ -250,6 +253,7 @@ impl<K: Kv> SpecStore for KvStore<K> {
             };
             let mut when = vec![Compare::ModRevision { key: role_key(&name), revision: precondition }];
             when.extend(host_compares(&specs.hosts, objects));
+            when.extend(port_compares(&specs.roles, objects));
             if let Some(revision) = self.kv.txn(when, write_ops(&change, actor, now)?).await? {
                 written.metadata.revision = revision;
                 return Ok(written);

@@ -1,7 +1,8 @@
 //! Row 7, zero downtime, on host 1: failed requests during an image change under load, with an app that boots
 //! slowly (nothing listens for [`BOOT`] s after its start, as a Rails app binding Puma late). A bounded load
-//! ([`ballast_e2e::load`]: [`RATE`] `GET /up` a second, each on a new connection) runs from before the change
-//! until the new version serves; every answer that is not a 200, and every failed connection, counts.
+//! ([`ballast_e2e::load`]: [`RATE`] `GET /up` a second, keep-alive as browsers and load balancers do) runs from
+//! before the change until the new version serves; every answer that is not a 200, and every failed connection,
+//! counts.
 //!
 //! - ballast with its proxy: the role behind the host's Caddy (`proxy: {port: 80}`), start-first;
 //! - ballast stop-first: the same role publishing `3000:3000`, as the seed's web role is today;
@@ -15,7 +16,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use ballast_e2e::load::{Load, LoadConfig, LoadReport};
+use ballast_e2e::load::{Load, Report, Running, MAX_DURATION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::docker::{self, app_body};
 use crate::stage::{Stage, ROLE_MEMORY};
@@ -144,30 +146,54 @@ async fn changes(bench: &Bench, stage: &Stage, addr: SocketAddr, n: usize) -> Re
     let (mut failed, mut total) = (Vec::new(), Vec::new());
     for i in 0..n {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
-        let load = Load::start(LoadConfig { rate: RATE, ..LoadConfig::new(addr) })?;
+        let load = start(addr);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let t0 = Instant::now();
         stage.ballast(&["set", "image", ROLE, &bench.image(tag)]).await?;
         stage.converge(Some(ROLE)).await?;
         total.push(ms(t0.elapsed()));
-        let report = served(load, tag).await?;
-        log(&format!("downtime: {addr} → {tag}: {}", report.summary()));
-        failed.push(report.failed() as f64);
+        let report = served(load, addr, tag).await?;
+        log(&format!("downtime: {addr} → {tag}: {report}"));
+        failed.push(failures(&report));
     }
     Ok((failed, total))
 }
 
-/// Lets the load run until `tag` answers, and half a second more; then stops it.
-pub async fn served(load: Load, tag: &str) -> Result<LoadReport> {
-    let seen = until(WAIT, Duration::from_millis(20), &format!("{tag} to answer under load"), || async {
-        Ok(load.seen(tag).then_some(()))
+/// The load of this row on `addr`: [`RATE`] `GET /up` a second, for at most a minute.
+pub fn start(addr: SocketAddr) -> Running {
+    Load::new(&format!("http://{addr}/up")).rate(RATE).duration(MAX_DURATION).start()
+}
+
+/// Every request of a report that did not get a 200.
+pub fn failures(report: &Report) -> f64 {
+    (report.failed + report.non_200) as f64
+}
+
+/// Lets the load run until `tag` answers `GET /up` on `addr`, and half a second more; then stops it.
+pub async fn served(load: Running, addr: SocketAddr, tag: &str) -> Result<Report> {
+    let seen = until(WAIT, Duration::from_millis(20), &format!("{tag} to answer on {addr}"), || async {
+        Ok(answers(addr).await.is_some_and(|body| body == tag).then_some(()))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = load.stop().await?;
-    seen.with_context(|| report.summary())?;
-    ensure!(report.ok.contains_key(tag), "{tag} never answered under load: {}", report.summary());
+    let report = tokio::task::spawn_blocking(move || load.finish()).await?;
+    seen.with_context(|| report.to_string())?;
+    ensure!(report.versions.contains_key(tag), "{tag} never answered under load: {report}");
     Ok(report)
+}
+
+/// The body of a 200 to `GET /up` on `addr` (a new connection), trimmed; `None` for anything else.
+async fn answers(addr: SocketAddr) -> Option<String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET /up HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.trim().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange).await.ok().flatten()
 }
 
 /// The stop-first floor: stop, remove, create, start through the Docker API, under the same load.
@@ -181,20 +207,20 @@ async fn by_hand(bench: &mut Bench, docker: &bollard::Docker) -> Result<()> {
     let mut old = docker::create(docker, "bench-downtime-0", body("v1")).await?;
     docker::start(docker, &old).await?;
     let addr = bench.up_addr(HOST)?;
-    served(Load::start(LoadConfig { rate: 50, ..LoadConfig::new(addr) })?, "v1").await?;
+    served(start(addr), addr, "v1").await?;
     let mut failed = Vec::new();
     for i in 0..n {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
-        let load = Load::start(LoadConfig { rate: RATE, ..LoadConfig::new(addr) })?;
+        let load = start(addr);
         tokio::time::sleep(Duration::from_millis(500)).await;
         docker::stop(docker, &old).await?;
         docker::remove(docker, &old).await?;
         let new = docker::create(docker, &format!("bench-downtime-{}", i + 1), body(tag)).await?;
         docker::start(docker, &new).await?;
         old = new;
-        let report = served(load, tag).await?;
-        log(&format!("downtime: floor → {tag}: {}", report.summary()));
-        failed.push(report.failed() as f64);
+        let report = served(load, addr, tag).await?;
+        log(&format!("downtime: floor → {tag}: {report}"));
+        failed.push(failures(&report));
     }
     docker::remove(docker, &old).await?;
     bench.results.add(

@@ -79,6 +79,9 @@ impl Stage {
             text(&bench.rig.known_hosts())?.to_string(),
             "--resync".to_string(),
             resync.to_string(),
+            // The rig's proxy image (Caddy built FROM scratch), for the roles behind ballast's proxy (row 7).
+            "--proxy-image".to_string(),
+            bench.rig.var("RIG_PROXY_IMAGE")?.to_string(),
         ];
         let mut args = args;
         args.extend(["--etcd".to_string(), etcd.endpoint()]);

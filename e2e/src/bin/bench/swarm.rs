@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use ballast_e2e::load::{Load, LoadConfig};
-
 use crate::ballast::{first_ok_after_failure, replaced_by};
 use crate::docker;
 use crate::downtime;
@@ -179,14 +177,14 @@ async fn measure(bench: &mut Bench, docker: &bollard::Docker) -> Result<()> {
     let mut failed = Vec::new();
     for _ in 0..n.min(5) {
         tag = if tag == "v2" { "v1" } else { "v2" };
-        let load = Load::start(LoadConfig { rate: downtime::RATE, ..LoadConfig::new(addr) })?;
+        let load = downtime::start(addr);
         tokio::time::sleep(Duration::from_millis(500)).await;
         bench
             .docker_cli(HOST, &["service", "update", "--detach", "--image", &bench.image(tag), SERVICE])
             .await?;
-        let report = downtime::served(load, tag).await?;
-        log(&format!("downtime: swarm → {tag}: {}", report.summary()));
-        failed.push(report.failed() as f64);
+        let report = downtime::served(load, addr, tag).await?;
+        log(&format!("downtime: swarm → {tag}: {report}"));
+        failed.push(downtime::failures(&report));
         settled(docker).await?;
     }
     bench.results.add(

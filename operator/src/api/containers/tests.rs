@@ -86,6 +86,7 @@ async fn run_container(host: &FakeHost, role: &str, host_name: &str, generation:
         memory: 0,
         ports: Vec::new(),
         logging: None,
+        network: None,
     };
     let id = host.create(&config).await.expect("create");
     host.start(&id).await.expect("start");

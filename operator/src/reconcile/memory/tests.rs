@@ -89,6 +89,7 @@ fn random_status(rng: &mut StdRng, unit: &Unit) -> UnitStatus {
         message: String::new(),
         since: Utc.timestamp_opt(0, 0).unwrap(),
         failed,
+        proxy: None,
     }
 }
 

@@ -3,23 +3,24 @@
 //!
 //! Fixture lines (`| TEXT` is a message, and may hold spaces and colons):
 //! `unit ROLE@HOST gen=N` — the unit and its role's desired generation;
-//! `previous STATE observed=N since=S [container=ID image=I] [cpus=C] [memory=M] [failed=HASH/RETRY/GEN] [| MESSAGE]`;
+//! `previous STATE observed=N since=S [container=ID image=I] [cpus=C] [memory=M] [failed=HASH/RETRY/GEN]
+//! [proxy=PORT:ID] [| MESSAGE]`;
 //! `halted-by [ROLE@]HOST failed=HASH/RETRY/GEN | MESSAGE` — the status of another host of the role (or, with
 //! `ROLE@`, of a unit of another role of its rollout group);
 //! and one outcome:
-//! `settled STATE [container=ID image=I] [cpus=C] [memory=M] [| PLAN MESSAGE]`,
-//! `acting STATE [| PLAN MESSAGE]`, `rollout-failed HASH/RETRY/GEN | REASON`, `unreachable | MESSAGE`,
+//! `settled STATE [container=ID image=I] [cpus=C] [memory=M] [routing=unseen|PORT:ID|PORT:-] [| PLAN MESSAGE]`,
+//! `acting STATE [routing=...] [| PLAN MESSAGE]` (without `routing` the role is not proxied), `rollout-failed HASH/RETRY/GEN | REASON`, `unreachable | MESSAGE`,
 //! `error | MESSAGE`.
 
 use std::collections::BTreeMap;
 
-use ballast_specs::wire::{FailedRollout, UnitState, UnitStatus};
+use ballast_specs::wire::{FailedRollout, UnitProxy, UnitState, UnitStatus};
 use chrono::{DateTime, Utc};
 use expect_test::{expect, Expect};
 
 use super::{status, Outcome};
 use crate::hosts::{Container, ContainerState};
-use crate::plan::Plan;
+use crate::plan::{Plan, Routing};
 use crate::reconcile::Unit;
 
 const NOW: i64 = 100;
@@ -70,6 +71,13 @@ fn render(s: &UnitStatus) -> String {
     if let Some(f) = &s.failed {
         out.push_str(&format!("failed: {}/{}/{}\n", f.hash, f.retry, f.generation));
     }
+    if let Some(p) = &s.proxy {
+        out.push_str(&format!(
+            "proxy: :{} → {}\n",
+            p.port,
+            if p.routes_to.is_empty() { "none" } else { &p.routes_to }
+        ));
+    }
     out
 }
 
@@ -117,6 +125,10 @@ impl Fixture {
                     s.observed_generation = fields["observed"].parse().unwrap();
                     s.since = time(fields["since"].parse().unwrap());
                     s.failed = fields.get("failed").map(|f| rollout(f));
+                    s.proxy = fields.get("proxy").map(|p| {
+                        let (port, to) = p.split_once(':').unwrap();
+                        UnitProxy { port: port.parse().unwrap(), routes_to: to.to_string() }
+                    });
                     if let Some(c) = fixture.container(&fields) {
                         s.container_id = c.id;
                         s.image = c.image;
@@ -155,12 +167,26 @@ impl Fixture {
             message,
             since: time(0),
             failed: None,
+            proxy: None,
         }
     }
 
     /// The plan of a `settled` or `acting` outcome: its state and message (actions do not matter here).
     fn plan(&self) -> Plan {
-        Plan { state: state(&self.outcome.1["state"]), message: self.outcome.2.clone(), actions: Vec::new() }
+        Plan {
+            state: state(&self.outcome.1["state"]),
+            message: self.outcome.2.clone(),
+            actions: Vec::new(),
+            routing: match self.outcome.1.get("routing").map(String::as_str) {
+                None => Routing::NotProxied,
+                Some("unseen") => Routing::Unseen,
+                Some(seen) => {
+                    let (port, to) = seen.split_once(':').unwrap();
+                    let to = (to != "-").then(|| format!("{to}{}", "0".repeat(20)));
+                    Routing::Seen { port: port.parse().unwrap(), to }
+                }
+            },
+        }
     }
 
     fn container(&self, fields: &BTreeMap<String, String>) -> Option<Container> {
@@ -179,6 +205,7 @@ impl Fixture {
             nano_cpus: cpus,
             memory,
             ip: None,
+            network: None,
         })
     }
 }
@@ -403,6 +430,58 @@ fn an_error_keeps_the_container_and_a_failure_recorded_earlier() {
             message: host h1: docker error 500: boom
             since: 100
             failed: bb/0/2
+        "#]],
+    );
+}
+
+#[test]
+fn a_proxied_unit_shows_where_the_proxy_routes_and_keeps_it_while_the_proxy_is_not_read() {
+    check(
+        "unit web@h1 gen=2
+         previous Progressing observed=1 since=50 proxy=80:c1
+         settled Converged container=c2 image=app:v2 routing=80:c2",
+        expect![[r#"
+            state: Converged
+            generation: 2 observed: 2
+            container: c20000000000 app:v2
+            since: 100
+            proxy: :80 → c20000000000
+        "#]],
+    );
+    check(
+        "unit web@h1 gen=1
+         previous Converged observed=1 since=50 container=c1 image=app:v1 proxy=80:c1
+         settled Converged container=c1 image=app:v1 routing=unseen",
+        expect![[r#"
+            state: Converged
+            generation: 1 observed: 1
+            container: c10000000000 app:v1
+            since: 50
+            proxy: :80 → c1
+        "#]],
+    );
+    check(
+        "unit web@h1 gen=1
+         previous Converged observed=1 since=50 container=c1 image=app:v1 proxy=80:c1
+         acting Degraded routing=80:- | the proxy does not route to c1",
+        expect![[r#"
+            state: Degraded
+            generation: 1 observed: 1
+            container: c100000000000000000000 app:v1
+            message: the proxy does not route to c1
+            since: 100
+            proxy: :80 → none
+        "#]],
+    );
+    check(
+        "unit web@h1 gen=2
+         previous Converged observed=1 since=50 container=c1 image=app:v1 proxy=80:c1
+         settled Converged container=c1 image=app:v1",
+        expect![[r#"
+            state: Converged
+            generation: 2 observed: 2
+            container: c10000000000 app:v1
+            since: 50
         "#]],
     );
 }
