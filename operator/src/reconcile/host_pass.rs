@@ -33,7 +33,8 @@ async fn needs_reconcile(
     listing: &[Container],
 ) -> Result<bool, ReconcileError> {
     if proxy::is_proxy(unit) {
-        return Ok(proxy::needs_reconcile(ctx, specs, &unit.host, listing).await);
+        // Boxed: the proxy's plan reads the proxy, a large future that every host pass would carry.
+        return Ok(Box::pin(proxy::needs_reconcile(ctx, specs, &unit.host, listing)).await);
     }
     let observed = containers_of(listing, unit);
     let Some(role) = specs.desired_role(unit) else {

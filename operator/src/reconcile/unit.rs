@@ -18,7 +18,8 @@ use crate::store::StoreError;
 /// Reconciles one unit until its plan is empty (or it fails, halts, or runs out of passes).
 pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<UnitState, ReconcileError> {
     if proxy::is_proxy(unit) {
-        return proxy::reconcile(ctx, specs, &unit.host).await;
+        // Boxed, as the executor below: a unit's future is as large as its largest step.
+        return Box::pin(proxy::reconcile(ctx, specs, &unit.host)).await;
     }
     let Some(host) = specs.host(&unit.host) else {
         // The host is gone from the spec: it cannot be reached any more; forget the unit.
@@ -73,7 +74,8 @@ pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<Unit
         let mut desired = ctx.desired(role, unit, &control, secrets.as_ref());
         if let Some(proxied) = &mut desired.proxy {
             proxied.routed =
-                switch::routed(&*client, &ctx.config.proxy, &listing, &unit.host, role, &observed).await;
+                Box::pin(switch::routed(&*client, &ctx.config.proxy, &listing, &unit.host, role, &observed))
+                    .await;
         }
         let plan = plan::plan(Some(&desired), &observed);
         if plan.actions.is_empty() {
