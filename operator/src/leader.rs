@@ -137,7 +137,7 @@ mod tests {
     use crate::aws::NoAws;
     use crate::hosts::fake::{FakeConnector, FakeHost};
     use crate::hosts::{ContainerState, HostPool};
-    use crate::reconcile::{self, Config, ReconcileError, Unit};
+    use crate::reconcile::{self, Config, ReconcileError, Specs, Unit};
     use crate::store::memory::MemoryStore;
     use crate::store::{Actor, SpecStore};
 
@@ -362,9 +362,9 @@ mod tests {
             Config::default(),
         )
         .with_leading(not_leading);
-        let snapshot = cluster.store.snapshot().await.unwrap();
+        let specs = Specs::new(cluster.store.snapshot().await.unwrap());
         let unit = Unit { role: "web".to_string(), host: "h1".to_string() };
-        let result = reconcile::reconcile(&ctx, &snapshot, &unit).await;
+        let result = reconcile::reconcile(&ctx, &specs, &unit).await;
         assert!(matches!(result, Err(ReconcileError::NotLeader)), "{result:?}");
         assert_eq!(result.unwrap_err().kind(), "not_leader");
         assert_eq!(cluster.host().calls("create") + cluster.host().calls("pull"), 0);

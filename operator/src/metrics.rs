@@ -172,10 +172,10 @@ impl Metrics {
         }
     }
 
-    /// Drops `ballast_host_up` of hosts no longer in the spec.
-    pub fn retain_hosts(&self, names: &[&str]) {
+    /// Drops `ballast_host_up` of hosts no longer in the spec: those whose name `keep` refuses.
+    pub fn retain_hosts(&self, keep: impl Fn(&str) -> bool) {
         self.lock_hosts().retain(|host, _| {
-            let keep = names.contains(&host.as_str());
+            let keep = keep(host);
             if !keep {
                 self.host_up.remove(&HostLabel { host: host.clone() });
             }
@@ -275,7 +275,7 @@ mod tests {
         let metrics = Metrics::unregistered();
         metrics.host_seen("a", true);
         metrics.host_seen("a", true);
-        metrics.retain_hosts(&[]);
+        metrics.retain_hosts(|_| false);
         metrics.host_seen("a", false);
         metrics.host_seen("a", true);
         let recovered = metrics.host_recoveries.get(&HostLabel { host: "a".into() }).map(|c| c.get());

@@ -21,8 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::labels;
-use crate::reconcile::{self, Context, ReconcileError, Unit};
-use crate::store::Snapshot;
+use crate::reconcile::{self, Context, ReconcileError, Specs, Unit};
 
 /// Timing of the loop.
 #[derive(Clone, Debug)]
@@ -88,7 +87,7 @@ pub async fn run_draining(
         ctx,
         config,
         tx,
-        snapshot: Arc::new(Snapshot::default()),
+        specs: Arc::new(Specs::default()),
         work: JoinSet::new(),
         background: JoinSet::new(),
         in_flight: HashSet::new(),
@@ -111,7 +110,9 @@ struct Loop {
     ctx: Arc<Context>,
     config: RuntimeConfig,
     tx: mpsc::UnboundedSender<Event>,
-    snapshot: Arc<Snapshot>,
+    /// The specs last read, indexed by name: every lookup of a host pass or a reconcile is independent of the
+    /// fleet's size.
+    specs: Arc<Specs>,
     /// Unit reconciles and host passes: they act on hosts, so a stop lets them finish within a deadline.
     work: JoinSet<()>,
     /// The store watch, the resync ticker and retry timers: a stop ends them at once.
@@ -189,7 +190,7 @@ impl Loop {
         }
         let store = self.ctx.store.clone();
         let tx = self.tx.clone();
-        let from = self.snapshot.revision;
+        let from = self.specs.snapshot().revision;
         self.background.spawn(async move {
             let mut delay = Duration::from_millis(200);
             let mut stream = loop {
@@ -291,7 +292,7 @@ impl Loop {
                         }
                         tracing::warn!(host = %host, error = %e, "host pass failed");
                         // Let each unit record why (Unreachable), then retry the host with backoff.
-                        for unit in reconcile::units_on_host(&self.snapshot, &host, &[]) {
+                        for unit in reconcile::units_on_host(&self.specs, &host, &[]) {
                             self.schedule_unit(unit);
                         }
                         self.retry_host(&host);
@@ -308,11 +309,11 @@ impl Loop {
     async fn reload(&mut self) -> bool {
         match self.ctx.store.snapshot().await {
             Ok(snapshot) => {
-                let names: Vec<&str> = snapshot.hosts.iter().map(|h| h.metadata.name.as_str()).collect();
-                self.ctx.hosts.retain(&names);
-                self.ctx.metrics().retain_hosts(&names);
-                self.ctx.note_specs(&snapshot);
-                self.snapshot = Arc::new(snapshot);
+                let specs = Specs::new(snapshot);
+                self.ctx.hosts.retain(|name| specs.host(name).is_some());
+                self.ctx.metrics().retain_hosts(|name| specs.host(name).is_some());
+                self.ctx.note_specs(specs.snapshot());
+                self.specs = Arc::new(specs);
                 true
             }
             Err(e) => {
@@ -323,9 +324,9 @@ impl Loop {
     }
 
     fn pass_all(&mut self) {
-        let hosts: Vec<String> = self.snapshot.hosts.iter().map(|h| h.metadata.name.clone()).collect();
-        for host in hosts {
-            self.schedule_pass(&host);
+        let specs = self.specs.clone();
+        for host in specs.hosts() {
+            self.schedule_pass(&host.metadata.name);
         }
     }
 
@@ -335,10 +336,10 @@ impl Loop {
             return;
         }
         self.in_flight.insert(unit.clone());
-        let (ctx, snapshot, tx) = (self.ctx.clone(), self.snapshot.clone(), self.tx.clone());
+        let (ctx, specs, tx) = (self.ctx.clone(), self.specs.clone(), self.tx.clone());
         self.work.spawn(async move {
             let started = Instant::now();
-            let result = reconcile::reconcile(&ctx, &snapshot, &unit).await.map(|_| ());
+            let result = reconcile::reconcile(&ctx, &specs, &unit).await.map(|_| ());
             let kind = result.as_ref().err().map_or("ok", ReconcileError::kind);
             ctx.metrics().reconciled(kind, started.elapsed());
             let _ = tx.send(Event::UnitDone(unit, result));
@@ -351,10 +352,10 @@ impl Loop {
             return;
         }
         self.passes.insert(host.to_string());
-        let (ctx, snapshot, tx) = (self.ctx.clone(), self.snapshot.clone(), self.tx.clone());
+        let (ctx, specs, tx) = (self.ctx.clone(), self.specs.clone(), self.tx.clone());
         let host = host.to_string();
         self.work.spawn(async move {
-            let result = reconcile::host_pass(&ctx, &snapshot, &host).await;
+            let result = reconcile::host_pass(&ctx, &specs, &host).await;
             let _ = tx.send(Event::PassDone(host, result));
         });
     }
@@ -382,20 +383,20 @@ impl Loop {
 
     /// One Docker event subscription per host in the spec; a changed host spec gets a new one.
     fn sync_watchers(&mut self) {
-        let hosts = self.snapshot.hosts.clone();
+        let specs = self.specs.clone();
         self.watchers.retain(|name, (spec, handle)| {
-            let keep = hosts.iter().any(|h| h.metadata.name == *name && h.spec == *spec);
+            let keep = specs.host(name).is_some_and(|h| h.spec == *spec);
             if !keep {
                 handle.abort();
             }
             keep
         });
-        for host in hosts {
+        for host in specs.hosts() {
             let name = host.metadata.name.clone();
             if self.watchers.contains_key(&name) {
                 continue;
             }
-            let client = self.ctx.hosts.client(&host);
+            let client = self.ctx.hosts.client(host);
             let tx = self.tx.clone();
             let task_name = name.clone();
             let handle = tokio::spawn(async move {

@@ -8,7 +8,7 @@ use ballast_operator::aws::{AwsError, NoAws, ResolvedSecrets, SecretSource};
 use ballast_operator::hosts::fake::{FakeConnector, FakeHost};
 use ballast_operator::hosts::{Container, ContainerState, HostPool};
 use ballast_operator::labels;
-use ballast_operator::reconcile::{self, Config, Context, Preview};
+use ballast_operator::reconcile::{self, Config, Context, Preview, Specs};
 use ballast_operator::runtime::{self, RuntimeConfig};
 use ballast_operator::store::memory::MemoryStore;
 use ballast_operator::store::{Actor, SpecStore};
@@ -532,7 +532,7 @@ async fn a_role_seen_at_a_new_generation_reads_its_secret_anew() {
 
     // First sight, then the same generation again: one invalidation.
     for _ in 0..2 {
-        reconcile::host_pass(&ctx, &store.snapshot().await.unwrap(), "h1").await.unwrap();
+        reconcile::host_pass(&ctx, &Specs::new(store.snapshot().await.unwrap()), "h1").await.unwrap();
     }
     assert_eq!(invalidated(), vec![source.clone()]);
 
@@ -541,7 +541,7 @@ async fn a_role_seen_at_a_new_generation_reads_its_secret_anew() {
     job.spec.env.insert("NEW".into(), "1".into());
     store.update_role(job, &Actor("test".into())).await.unwrap();
     for _ in 0..2 {
-        reconcile::host_pass(&ctx, &store.snapshot().await.unwrap(), "h1").await.unwrap();
+        reconcile::host_pass(&ctx, &Specs::new(store.snapshot().await.unwrap()), "h1").await.unwrap();
     }
     assert_eq!(invalidated(), vec![source.clone(), source]);
 }

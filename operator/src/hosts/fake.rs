@@ -5,7 +5,7 @@
 //! stand in for the proxy's admin API: `POST /load` keeps the body, `GET /config/` returns it, other `GET`s `[]`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,8 +34,8 @@ struct Inner {
     name: String,
     state: Mutex<State>,
     events: broadcast::Sender<HostEvent>,
-    /// Lines printed by containers (container id, line), for followers.
-    printed: broadcast::Sender<(String, LogLine)>,
+    /// Lines printed by containers (container id, line), for followers; made for the first follower.
+    printed: OnceLock<broadcast::Sender<(String, LogLine)>>,
     /// Added to every call, to model a real host's round trip.
     latency: Duration,
 }
@@ -77,17 +77,17 @@ impl FakeHost {
     }
 
     pub fn with_latency(name: &str, latency: Duration) -> FakeHost {
-        // A broadcast channel allocates all its slots at once (~100 bytes each): kept small, so that a simulation
-        // of a thousand hosts measures the operator's memory rather than the fakes'. The reconciler reads the
-        // stream at once; a lagging reader would only miss triggers that the resync makes up for.
+        // A broadcast channel allocates all its slots at once (~100 bytes each): kept small, and the one for log
+        // followers made only for the first of them, so that a simulation of thousands of hosts measures the
+        // operator's memory rather than the fakes'. The reconciler reads the stream at once; a lagging reader would
+        // only miss triggers that the resync makes up for.
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (printed, _) = broadcast::channel(EVENT_BUFFER);
         FakeHost {
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 state: Mutex::default(),
                 events,
-                printed,
+                printed: OnceLock::new(),
                 latency,
             }),
         }
@@ -159,8 +159,8 @@ impl FakeHost {
             c.print(stream, text);
             let line = c.log.last().cloned();
             // Sent under the lock, so a follower subscribing under it misses nothing and sees nothing twice.
-            if let Some(line) = line {
-                let _ = self.inner.printed.send((id, line));
+            if let (Some(line), Some(printed)) = (line, self.inner.printed.get()) {
+                let _ = printed.send((id, line));
             }
         }
     }
@@ -533,7 +533,9 @@ impl DockerHost for FakeHost {
             return Ok(stored.boxed());
         }
         let id = c.container.id.clone();
-        let later = BroadcastStream::new(self.inner.printed.subscribe()).filter_map(move |printed| {
+        // Subscribed under the state lock, as lines are sent (see `print`).
+        let printed = self.inner.printed.get_or_init(|| broadcast::channel(EVENT_BUFFER).0);
+        let later = BroadcastStream::new(printed.subscribe()).filter_map(move |printed| {
             let line = match printed {
                 Ok((from, line)) if from == id => Some(Ok(line)),
                 _ => None,

@@ -38,9 +38,9 @@ impl HostPool {
         client
     }
 
-    /// Forgets hosts no longer in the spec.
-    pub fn retain(&self, names: &[&str]) {
+    /// Forgets hosts no longer in the spec: those whose name `keep` refuses.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.retain(|name, _| names.contains(&name.as_str()));
+        clients.retain(|name, _| keep(name));
     }
 }

@@ -1,19 +1,16 @@
 //! The host pass: list a host once and pick the units that need a reconcile (a plan with actions, or a stored
 //! status that no longer matches what is seen). A converged host costs one list call and no etcd write.
-//! Also the lookups the unit loop and the preview share: a unit's containers, role and control switches.
+//! Also what the unit loop and the preview share: a unit's containers among a host's listing.
 
-use ballast_specs::{Role, RoleControl};
-
-use super::{proxy, Context, ReconcileError, Unit};
+use super::{proxy, Context, ReconcileError, Specs, Unit};
 use crate::hosts::Container;
 use crate::labels;
 use crate::plan::{self, Plan};
-use crate::store::Snapshot;
 
 /// Lists a host once and returns the units that need a reconcile: a non-empty plan, or a stored status
 /// that no longer matches what is observed. Converged units cost nothing more than the one list call.
-pub async fn host_pass(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result<Vec<Unit>, ReconcileError> {
-    let Some(spec) = snapshot.hosts.iter().find(|h| h.metadata.name == host) else { return Ok(Vec::new()) };
+pub async fn host_pass(ctx: &Context, specs: &Specs, host: &str) -> Result<Vec<Unit>, ReconcileError> {
+    let Some(spec) = specs.host(host) else { return Ok(Vec::new()) };
     let listing = ctx
         .hosts
         .client(spec)
@@ -21,8 +18,8 @@ pub async fn host_pass(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result
         .await
         .map_err(|source| ReconcileError::Host { host: host.to_string(), source })?;
     let mut out = Vec::new();
-    for unit in units_on_host(snapshot, host, &listing) {
-        if needs_reconcile(ctx, snapshot, &unit, &listing).await.unwrap_or(true) {
+    for unit in units_on_host(specs, host, &listing) {
+        if needs_reconcile(ctx, specs, &unit, &listing).await.unwrap_or(true) {
             out.push(unit);
         }
     }
@@ -31,19 +28,20 @@ pub async fn host_pass(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result
 
 async fn needs_reconcile(
     ctx: &Context,
-    snapshot: &Snapshot,
+    specs: &Specs,
     unit: &Unit,
     listing: &[Container],
 ) -> Result<bool, ReconcileError> {
     if proxy::is_proxy(unit) {
-        return Ok(proxy::needs_reconcile(ctx, snapshot, &unit.host, listing).await);
+        // Boxed: the proxy's plan reads the proxy, a large future that every host pass would carry.
+        return Ok(Box::pin(proxy::needs_reconcile(ctx, specs, &unit.host, listing)).await);
     }
     let observed = containers_of(listing, unit);
-    let Some(role) = desired_role(snapshot, unit) else {
+    let Some(role) = specs.desired_role(unit) else {
         let plan = plan::plan(None, &observed);
         return Ok(!plan.actions.is_empty() || ctx.status(unit).is_some());
     };
-    let control = control_of(snapshot, &role.metadata.name);
+    let control = specs.control(&role.metadata.name);
     let secrets = ctx.secrets_of(role).await?;
     let desired = ctx.desired(role, unit, &control, secrets.as_ref());
     let plan: Plan = plan::plan(Some(&desired), &observed);
@@ -68,14 +66,12 @@ pub fn containers_of(listing: &[Container], unit: &Unit) -> Vec<Container> {
 /// Every unit on `host` that is desired, or that has containers there: roles deleted or moved away leave
 /// containers behind, and those units must be reconciled (to remove them) too. The host's proxy is a unit too
 /// (`ballast.proxy`), desired while a role on the host is proxied.
-pub fn units_on_host(snapshot: &Snapshot, host: &str, listing: &[Container]) -> Vec<Unit> {
-    let mut units: Vec<Unit> = snapshot
-        .roles
-        .iter()
-        .filter(|r| r.spec.hosts.iter().any(|h| h == host))
+pub fn units_on_host(specs: &Specs, host: &str, listing: &[Container]) -> Vec<Unit> {
+    let mut units: Vec<Unit> = specs
+        .roles_on(host)
         .map(|r| Unit { role: r.metadata.name.clone(), host: host.to_string() })
         .collect();
-    units.extend(proxy::unit_of(snapshot, host));
+    units.extend(proxy::unit_of(specs, host));
     for c in listing {
         if let (Some(role), Some(h)) = (c.labels.get(labels::ROLE), c.labels.get(labels::HOST)) {
             let unit = Unit { role: role.clone(), host: h.clone() };
@@ -86,13 +82,4 @@ pub fn units_on_host(snapshot: &Snapshot, host: &str, listing: &[Container]) -> 
     }
     units.sort();
     units
-}
-
-/// The role, if it is desired on the unit's host.
-pub(super) fn desired_role<'a>(snapshot: &'a Snapshot, unit: &Unit) -> Option<&'a Role> {
-    snapshot.roles.iter().find(|r| r.metadata.name == unit.role && r.spec.hosts.contains(&unit.host))
-}
-
-pub(super) fn control_of(snapshot: &Snapshot, role: &str) -> RoleControl {
-    snapshot.controls.iter().find(|(r, _)| r == role).map(|(_, c)| c.clone()).unwrap_or_default()
 }

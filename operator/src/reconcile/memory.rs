@@ -40,7 +40,7 @@ pub(super) struct Memory {
 }
 
 /// The last status of every unit, indexed for what each reconcile asks: a unit's own status, its role's failed
-/// rollouts, and how many units are in each state.
+/// rollouts, how many units are in each state, and how many of a role's units are converged at a generation.
 #[derive(Default)]
 pub(super) struct Statuses {
     by_unit: HashMap<Unit, UnitStatus>,
@@ -48,6 +48,8 @@ pub(super) struct Statuses {
     failed: HashMap<String, BTreeSet<String>>,
     /// Units per state, for `ballast_units`.
     counts: HashMap<UnitState, i64>,
+    /// Per role, how many of its units are converged, by the generation they converged at.
+    converged: HashMap<String, HashMap<u64, usize>>,
 }
 
 /// A role's newest generation: when it was first seen, and whether all its units got there.
@@ -141,6 +143,14 @@ impl Statuses {
             self.failed.entry(unit.role.clone()).or_default().insert(unit.host.clone());
         }
         *self.counts.entry(status.state).or_default() += 1;
+        if status.state == UnitState::Converged {
+            *self
+                .converged
+                .entry(unit.role.clone())
+                .or_default()
+                .entry(status.observed_generation)
+                .or_default() += 1;
+        }
         self.by_unit.insert(unit, status);
     }
 
@@ -153,6 +163,19 @@ impl Statuses {
             }
         }
         *self.counts.entry(old.state).or_default() -= 1;
+        if old.state == UnitState::Converged {
+            if let Some(generations) = self.converged.get_mut(&unit.role) {
+                if let Some(n) = generations.get_mut(&old.observed_generation) {
+                    *n -= 1;
+                    if *n == 0 {
+                        generations.remove(&old.observed_generation);
+                    }
+                }
+                if generations.is_empty() {
+                    self.converged.remove(&unit.role);
+                }
+            }
+        }
         Some(old)
     }
 
@@ -215,7 +238,15 @@ impl Statuses {
         })
     }
 
+    /// Every unit of the role converged at its generation. Counted first: the units are looked at one by one
+    /// only once enough of them are converged at that generation, so a rollout that asks after each unit costs
+    /// O(units) in all, not O(units²).
     fn all_converged(&self, role: &Role) -> bool {
+        let generation = role.metadata.generation;
+        let counted = self.converged.get(&role.metadata.name).and_then(|g| g.get(&generation)).copied();
+        if counted.unwrap_or(0) < role.spec.hosts.len() {
+            return false;
+        }
         role.spec.hosts.iter().all(|host| {
             let unit = Unit { role: role.metadata.name.clone(), host: host.clone() };
             self.get(&unit).is_some_and(|s| {
@@ -228,3 +259,6 @@ impl Statuses {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests;

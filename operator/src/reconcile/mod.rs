@@ -19,6 +19,7 @@ mod host_pass;
 mod memory;
 mod preview;
 pub mod proxy;
+mod specs;
 pub mod status;
 mod switch;
 mod unit;
@@ -28,6 +29,7 @@ use std::time::Duration;
 pub use context::Context;
 pub use host_pass::{containers_of, host_pass, units_on_host};
 pub use preview::Preview;
+pub use specs::Specs;
 pub use unit::reconcile;
 
 use crate::aws::AwsError;

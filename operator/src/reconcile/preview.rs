@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use ballast_specs::wire::UnitPlan;
 
-use super::host_pass::{containers_of, control_of, desired_role, units_on_host};
+use super::host_pass::{containers_of, units_on_host};
 use super::memory::Statuses;
 use super::switch::routed;
-use super::{proxy, Unit};
+use super::{proxy, Specs, Unit};
 use crate::aws::SecretSource;
 use crate::hosts::{Container, HostPool};
 use crate::labels;
 use crate::plan::{self, Plan};
 use crate::proxy::Settings;
-use crate::store::{Snapshot, SpecStore, StoreError};
+use crate::store::{SpecStore, StoreError};
 use crate::tier::{self, Tiers};
 
 /// Plans every unit without acting, over the shared host pool.
@@ -40,9 +40,9 @@ impl Preview {
 
     /// The plans of every unit (or of one role's units). An unknown role gives `NotFound`.
     pub async fn plan(&self, role: Option<&str>) -> Result<Vec<UnitPlan>, StoreError> {
-        let snapshot = self.store.snapshot().await?;
+        let specs = Specs::new(self.store.snapshot().await?);
         if let Some(role) = role {
-            if role != labels::PROXY_ROLE && !snapshot.roles.iter().any(|r| r.metadata.name == role) {
+            if role != labels::PROXY_ROLE && specs.role(role).is_none() {
                 return Err(StoreError::NotFound { kind: "role", name: role.to_string() });
             }
         }
@@ -51,14 +51,15 @@ impl Preview {
         for s in self.store.list_status().await? {
             statuses.insert(Unit { role: s.role.clone(), host: s.host.clone() }, s);
         }
+        let snapshot = specs.snapshot();
         let tiers = tier::tiers(snapshot.revision, &snapshot.roles, &snapshot.controls);
         let mut out = Vec::new();
-        for host in &snapshot.hosts {
+        for host in specs.hosts() {
             let name = &host.metadata.name;
             let listing = match self.hosts.client(host).list().await {
                 Ok(listing) => listing,
                 Err(e) => {
-                    for unit in units_on_host(&snapshot, name, &[]) {
+                    for unit in units_on_host(&specs, name, &[]) {
                         if role.is_none_or(|r| r == unit.role) {
                             let message = format!("host unreachable: {e}");
                             out.push(UnitPlan {
@@ -73,19 +74,19 @@ impl Preview {
                 }
             };
             let client = self.hosts.client(host);
-            for unit in units_on_host(&snapshot, name, &listing) {
+            for unit in units_on_host(&specs, name, &listing) {
                 if role.is_some_and(|r| r != unit.role) {
                     continue;
                 }
                 if proxy::is_proxy(&unit) {
                     // The proxy's last switches are the leader's memory: a preview plans without them.
                     let none = BTreeMap::new();
-                    let plan = proxy::plan_on(&self.proxy, &snapshot, name, &*client, &listing, &none).await;
+                    let plan = proxy::plan_on(&self.proxy, &specs, name, &*client, &listing, &none).await;
                     let actions = plan.actions.iter().map(ToString::to_string).collect();
                     out.push(UnitPlan { role: unit.role, host: unit.host, actions, message: plan.message });
                     continue;
                 }
-                let planned = self.plan_unit(&snapshot, &statuses, &tiers, &unit, &listing).await;
+                let planned = self.plan_unit(&specs, &statuses, &tiers, &unit, &listing).await;
                 let (actions, message) = match planned {
                     Ok(plan) => (plan.actions.iter().map(ToString::to_string).collect(), plan.message),
                     Err(e) => (Vec::new(), e),
@@ -99,15 +100,15 @@ impl Preview {
     /// The plan of one unit against its host's listing; `Err` says why it cannot be planned.
     async fn plan_unit(
         &self,
-        snapshot: &Snapshot,
+        specs: &Specs,
         statuses: &Statuses,
         tiers: &Tiers,
         unit: &Unit,
         listing: &[Container],
     ) -> Result<Plan, String> {
         let observed = containers_of(listing, unit);
-        let Some(role) = desired_role(snapshot, unit) else { return Ok(plan::plan(None, &observed)) };
-        let control = control_of(snapshot, &role.metadata.name);
+        let Some(role) = specs.desired_role(unit) else { return Ok(plan::plan(None, &observed)) };
+        let control = specs.control(&role.metadata.name);
         let secrets = match &role.spec.secrets {
             Some(s) => Some(
                 self.secrets
@@ -119,8 +120,7 @@ impl Preview {
         };
         let mut desired = statuses.desired(role, unit, &control, secrets.as_ref(), tiers);
         if let Some(proxied) = &mut desired.proxy {
-            let host =
-                snapshot.hosts.iter().find(|h| h.metadata.name == unit.host).ok_or("host not found")?;
+            let host = specs.host(&unit.host).ok_or("host not found")?;
             let client = self.hosts.client(host);
             proxied.routed = routed(&*client, &self.proxy, listing, &unit.host, role, &observed).await;
         }

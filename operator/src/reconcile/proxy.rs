@@ -13,7 +13,7 @@ use std::time::Duration;
 use ballast_specs::wire::UnitState;
 use tokio::time::Instant;
 
-use super::{short, Context, ReconcileError, Unit};
+use super::{short, Context, ReconcileError, Specs, Unit};
 use crate::hosts::{Container, ContainerState, DockerHost, HostError};
 use crate::labels;
 use crate::plan::proxy::{
@@ -21,7 +21,6 @@ use crate::plan::proxy::{
 };
 use crate::proxy::{self, Admin, Proxy, ProxyError, Settings};
 use crate::rollout;
-use crate::store::Snapshot;
 
 /// How long a new or restarted proxy may take to answer on its admin API.
 const ADMIN_UP: Duration = Duration::from_secs(10);
@@ -87,9 +86,8 @@ impl Proxies {
 }
 
 /// The proxy's unit on `host`, when a role on it is proxied.
-pub fn unit_of(snapshot: &Snapshot, host: &str) -> Option<Unit> {
-    let proxied =
-        snapshot.roles.iter().any(|r| r.spec.proxy.is_some() && r.spec.hosts.iter().any(|h| h == host));
+pub fn unit_of(specs: &Specs, host: &str) -> Option<Unit> {
+    let proxied = specs.roles_on(host).any(|r| r.spec.proxy.is_some());
     proxied.then(|| Unit { role: labels::PROXY_ROLE.to_string(), host: host.to_string() })
 }
 
@@ -99,11 +97,9 @@ pub fn is_proxy(unit: &Unit) -> bool {
 }
 
 /// What `host`'s proxy should be: the settings' container, serving every proxied role on the host.
-pub fn desired_of(settings: &Settings, snapshot: &Snapshot, host: &str) -> ProxyDesired {
-    let mut roles: Vec<ProxiedRole> = snapshot
-        .roles
-        .iter()
-        .filter(|r| r.spec.hosts.iter().any(|h| h == host))
+pub fn desired_of(settings: &Settings, specs: &Specs, host: &str) -> ProxyDesired {
+    let mut roles: Vec<ProxiedRole> = specs
+        .roles_on(host)
         .filter_map(|r| {
             let proxy = r.spec.proxy.as_ref()?;
             Some(ProxiedRole {
@@ -144,13 +140,13 @@ pub fn running_proxy(containers: &[Container], hash: &str) -> Option<String> {
 /// The proxy's plan on `host` against its listing; the proxy is read when one of the desired settings runs.
 pub async fn plan_on(
     settings: &Settings,
-    snapshot: &Snapshot,
+    specs: &Specs,
     host: &str,
     client: &dyn DockerHost,
     listing: &[Container],
     switched: &BTreeMap<String, String>,
 ) -> ProxyPlan {
-    let desired = desired_of(settings, snapshot, host);
+    let desired = desired_of(settings, specs, host);
     let containers = proxy_containers(listing, host);
     let seen = match running_proxy(&containers, &desired.hash) {
         Some(id) if !desired.roles.is_empty() => seen(&Admin::new(client, settings.admin_port, &id)).await,
@@ -160,8 +156,8 @@ pub async fn plan_on(
 }
 
 /// Reconciles `host`'s proxy until its plan is empty, holding the host's proxy lock.
-pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result<UnitState, ReconcileError> {
-    let Some(spec) = snapshot.hosts.iter().find(|h| h.metadata.name == host) else {
+pub async fn reconcile(ctx: &Context, specs: &Specs, host: &str) -> Result<UnitState, ReconcileError> {
+    let Some(spec) = specs.host(host) else {
         return Ok(UnitState::Converged);
     };
     let client = ctx.hosts.client(spec);
@@ -173,7 +169,7 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result
     for _ in 0..ctx.config.max_passes {
         let listing = client.list().await.map_err(|e| host_error(host, e))?;
         let switched = ctx.proxies.switched(host);
-        let plan = plan_on(settings, snapshot, host, &*client, &listing, &switched).await;
+        let plan = plan_on(settings, specs, host, &*client, &listing, &switched).await;
         if plan.actions.is_empty() {
             ctx.proxies.note_proxy(host, running_proxy(&proxy_containers(&listing, host), &hash).as_deref());
             return Ok(UnitState::Converged);
@@ -190,11 +186,11 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, host: &str) -> Result
 }
 
 /// Whether the host pass should reconcile `host`'s proxy: its plan against the pass's listing has actions.
-pub async fn needs_reconcile(ctx: &Context, snapshot: &Snapshot, host: &str, listing: &[Container]) -> bool {
-    let Some(spec) = snapshot.hosts.iter().find(|h| h.metadata.name == host) else { return false };
+pub async fn needs_reconcile(ctx: &Context, specs: &Specs, host: &str, listing: &[Container]) -> bool {
+    let Some(spec) = specs.host(host) else { return false };
     let client = ctx.hosts.client(spec);
     let switched = ctx.proxies.switched(host);
-    !plan_on(&ctx.config.proxy, snapshot, host, &*client, listing, &switched).await.actions.is_empty()
+    !plan_on(&ctx.config.proxy, specs, host, &*client, listing, &switched).await.actions.is_empty()
 }
 
 /// What the proxy shows: its config (admin API) and its upstream files.

@@ -8,30 +8,31 @@ use ballast_specs::wire::{FailedRollout, UnitState};
 use ballast_specs::Role;
 
 use super::execute::execute;
-use super::host_pass::{containers_of, control_of, desired_role};
+use super::host_pass::containers_of;
 use super::status::Outcome;
-use super::{proxy, switch, Context, ExecError, ReconcileError, Unit};
+use super::{proxy, switch, Context, ExecError, ReconcileError, Specs, Unit};
 use crate::hosts::HostError;
 use crate::plan::{self, drift_kind, Action};
-use crate::store::{Snapshot, StoreError};
+use crate::store::StoreError;
 
 /// Reconciles one unit until its plan is empty (or it fails, halts, or runs out of passes).
-pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Result<UnitState, ReconcileError> {
+pub async fn reconcile(ctx: &Context, specs: &Specs, unit: &Unit) -> Result<UnitState, ReconcileError> {
     if proxy::is_proxy(unit) {
-        return proxy::reconcile(ctx, snapshot, &unit.host).await;
+        // Boxed, as the executor below: a unit's future is as large as its largest step.
+        return Box::pin(proxy::reconcile(ctx, specs, &unit.host)).await;
     }
-    let Some(host) = snapshot.hosts.iter().find(|h| h.metadata.name == unit.host) else {
+    let Some(host) = specs.host(&unit.host) else {
         // The host is gone from the spec: it cannot be reached any more; forget the unit.
         ctx.forget(unit).await?;
         return Ok(UnitState::Converged);
     };
     let client = ctx.hosts.client(host);
-    ctx.note_specs(snapshot);
-    let role = desired_role(snapshot, unit);
+    ctx.note_specs(specs.snapshot());
+    let role = specs.desired_role(unit);
     if let Some(role) = role {
         ctx.note_generation(role);
     }
-    let control = role.map(|r| control_of(snapshot, &r.metadata.name)).unwrap_or_default();
+    let control = role.map(|r| specs.control(&r.metadata.name)).unwrap_or_default();
     let secrets = match role {
         Some(role) => match ctx.secrets_of(role).await {
             Ok(s) => s,
@@ -60,7 +61,9 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
             }
             for action in &plan.actions {
                 ctx.ensure_leading()?;
-                match execute(ctx, &*client, unit, None, &control, None, action).await {
+                // Boxed: a unit's future is as large as its largest step, and a rollout's is large, while every
+                // unit of a group may be waiting for a slot at once.
+                match Box::pin(execute(ctx, &*client, unit, None, &control, None, action)).await {
                     Ok(()) => count_drift(ctx, action, plan.state),
                     Err(ExecError::Failed(_)) => {}
                     Err(ExecError::Reconcile(e)) => return Err(e),
@@ -71,7 +74,8 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
         let mut desired = ctx.desired(role, unit, &control, secrets.as_ref());
         if let Some(proxied) = &mut desired.proxy {
             proxied.routed =
-                switch::routed(&*client, &ctx.config.proxy, &listing, &unit.host, role, &observed).await;
+                Box::pin(switch::routed(&*client, &ctx.config.proxy, &listing, &unit.host, role, &observed))
+                    .await;
         }
         let plan = plan::plan(Some(&desired), &observed);
         if plan.actions.is_empty() {
@@ -95,7 +99,9 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
         });
         if rolls && rollout_slot.is_none() {
             // A unit of the group may have failed its rollout while we waited: look again holding the slot. A
-            // poke (something new seen for this unit) looks again without it. Waiting is not a pass.
+            // poke (something new seen for this unit) looks again without it. Waiting is not a pass, and keeps
+            // nothing of this one: every unit of a group may be waiting at once.
+            drop((listing, observed, desired, plan));
             let poked = ctx.memory.pokes_of(unit);
             tokio::select! {
                 slot = ctx.memory.rollout_slot(role) => rollout_slot = Some(slot),
@@ -107,7 +113,9 @@ pub async fn reconcile(ctx: &Context, snapshot: &Snapshot, unit: &Unit) -> Resul
         ctx.report(unit, ctx.next_status(unit, role, Outcome::Acting { plan: &plan })).await?;
         for action in &plan.actions {
             ctx.ensure_leading()?;
-            match execute(ctx, &*client, unit, Some(role), &control, secrets.as_ref(), action).await {
+            // Boxed, as above: a unit's future is as large as its largest step, and a rollout's is large.
+            match Box::pin(execute(ctx, &*client, unit, Some(role), &control, secrets.as_ref(), action)).await
+            {
                 Ok(()) => count_drift(ctx, action, plan.state),
                 Err(ExecError::Failed(reason)) => {
                     let failed = FailedRollout {

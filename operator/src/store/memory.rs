@@ -46,6 +46,9 @@ struct State {
     /// Live leases by id.
     leases: BTreeMap<i64, Leased>,
     next_lease: i64,
+    /// `(expires, key)` of each expiring write, oldest first (one TTL for all, so also soonest to expire first):
+    /// expired keys go without a look at every key.
+    expiring: VecDeque<(Instant, String)>,
 }
 
 struct Stored {
@@ -91,6 +94,7 @@ impl MemoryKv {
             log_floor: 0,
             leases: BTreeMap::new(),
             next_lease: 1,
+            expiring: VecDeque::new(),
         };
         MemoryKv {
             state: Arc::new(Mutex::new(state)),
@@ -162,7 +166,7 @@ impl Kv for MemoryKv {
         let mut state = self.lock();
         let now = Instant::now();
         if then.iter().any(|op| matches!(op, Op::PutExpiring { .. })) {
-            state.entries.retain(|_, stored| stored.live(now));
+            state.drop_expired(now);
         }
         for op in &then {
             if let Op::PutLeased { lease, .. } = op {
@@ -184,9 +188,11 @@ impl Kv for MemoryKv {
                     touched.push(key);
                 }
                 Op::PutExpiring { key, value } => {
-                    let expires = Some(now + self.event_ttl);
-                    let stored = Stored { value, mod_revision: revision, expires, lease: None };
+                    let expires = now + self.event_ttl;
+                    let stored =
+                        Stored { value, mod_revision: revision, expires: Some(expires), lease: None };
                     state.entries.insert(key.clone(), stored);
+                    state.expiring.push_back((expires, key.clone()));
                     touched.push(key);
                 }
                 Op::PutLeased { key, value, lease } => {
@@ -319,6 +325,20 @@ impl State {
         Some(revision)
     }
 
+    /// Deletes the expiring keys whose time is up at `now` (they are already invisible to reads). A key written
+    /// again since keeps its newer expiry, or none.
+    fn drop_expired(&mut self, now: Instant) {
+        while let Some((expires, key)) = self.expiring.front() {
+            if now < *expires {
+                break;
+            }
+            if self.entries.get(key).is_some_and(|stored| stored.expires == Some(*expires)) {
+                self.entries.remove(key);
+            }
+            self.expiring.pop_front();
+        }
+    }
+
     /// Moves to `revision`, which touched `keys`, and logs them for watches.
     fn record(&mut self, revision: i64, keys: Vec<String>) {
         self.revision = revision;
@@ -415,6 +435,25 @@ mod tests {
             assert!(Instant::now() < deadline, "the event did not expire");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Expired keys leave the map at the next expiring write, each looked at once; a key written again without
+    /// an expiry stays.
+    #[tokio::test(start_paused = true)]
+    async fn expired_keys_go_at_the_next_expiring_write() {
+        let kv = MemoryKv { event_ttl: Duration::from_secs(10), ..MemoryKv::new() };
+        let expiring = |key: &str| Op::PutExpiring { key: key.to_string(), value: b"{}".to_vec() };
+        kv.txn(Vec::new(), vec![expiring("/e/1"), expiring("/e/2")]).await.unwrap();
+        kv.txn(Vec::new(), vec![Op::Put { key: "/e/2".to_string(), value: b"{}".to_vec() }]).await.unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        kv.txn(Vec::new(), vec![expiring("/e/3")]).await.unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // /e/1 expired at 10 s; /e/3 lives until 15 s.
+        kv.txn(Vec::new(), vec![expiring("/e/4")]).await.unwrap();
+        let state = lock(&kv.state);
+        let keys: Vec<&str> = state.entries.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["/e/2", "/e/3", "/e/4"]);
+        assert_eq!(state.expiring.len(), 2);
     }
 
     #[tokio::test]
