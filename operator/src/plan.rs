@@ -240,18 +240,7 @@ fn plan_direct(desired: Option<&Desired>, observed: &[Container]) -> Plan {
             message: String::new(),
         };
     }
-    let (old, extra) = match stale.split_first() {
-        Some((old, extra)) => (Some(*old), extra),
-        None => (None, &[][..]),
-    };
-    for c in extra {
-        actions.push(Action::Remove { id: c.id.clone(), reason: "duplicate container".into() });
-    }
-    let (reason, state) = match old {
-        Some(old) => (replace_reason(old, desired), UnitState::Progressing),
-        None if drift => ("container missing, recreating".to_string(), UnitState::Degraded),
-        None => ("creating container".to_string(), UnitState::Progressing),
-    };
+    let (old, reason, state) = replacement(&stale, desired, drift, &mut actions);
     actions.push(Action::Deploy { old: old.map(|c| c.id.clone()), reason: reason.clone() });
     Plan { routing: Routing::NotProxied, actions, state, message: reason }
 }
@@ -269,6 +258,29 @@ pub(crate) fn sorted(mut containers: Vec<&Container>) -> Vec<&Container> {
 }
 
 /// The container has a cpu or memory limit the desired spec does not have.
+/// A unit with no container of the desired spec: the stale container to replace (the first; the others are
+/// removed as duplicates), why, and the state to report while it is replaced.
+pub(crate) fn replacement<'c>(
+    stale: &[&'c Container],
+    desired: &Desired,
+    drift: bool,
+    actions: &mut Vec<Action>,
+) -> (Option<&'c Container>, String, UnitState) {
+    let (old, extra) = match stale.split_first() {
+        Some((old, extra)) => (Some(*old), extra),
+        None => (None, &[][..]),
+    };
+    for c in extra {
+        actions.push(Action::Remove { id: c.id.clone(), reason: "duplicate container".into() });
+    }
+    let (reason, state) = match old {
+        Some(old) => (replace_reason(old, desired), UnitState::Progressing),
+        None if drift => ("container missing, recreating".to_string(), UnitState::Degraded),
+        None => ("creating container".to_string(), UnitState::Progressing),
+    };
+    (old, reason, state)
+}
+
 pub(crate) fn lifts_a_limit(c: &Container, desired: &Desired) -> bool {
     (desired.nano_cpus == 0 && c.nano_cpus != 0) || (desired.memory == 0 && c.memory != 0)
 }

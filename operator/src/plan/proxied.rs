@@ -14,8 +14,8 @@ use std::time::Duration;
 use ballast_specs::wire::UnitState;
 
 use super::{
-    lifts_a_limit, replace_reason, resources_change, resources_event, short, sorted, Action, Desired, Plan,
-    Proxied, Routed, Routing,
+    lifts_a_limit, replace_reason, replacement, resources_change, resources_event, short, sorted, Action,
+    Desired, Plan, Proxied, Routed, Routing,
 };
 use crate::hosts::{Container, ContainerState};
 use crate::labels;
@@ -67,18 +67,7 @@ pub(super) fn plan(desired: &Desired, proxy: &Proxied, observed: &[Container]) -
             return done(actions, UnitState::Progressing, reason);
         }
         // No container of the desired spec: launch one beside the serving one, switch, retire the old one.
-        let (old, extra) = match stale.split_first() {
-            Some((old, extra)) => (Some(*old), extra),
-            None => (None, &[][..]),
-        };
-        for c in extra {
-            actions.push(Action::Remove { id: c.id.clone(), reason: "duplicate container".into() });
-        }
-        let (reason, state) = match old {
-            Some(old) => (replace_reason(old, desired), UnitState::Progressing),
-            None if drift => ("container missing, recreating".to_string(), UnitState::Degraded),
-            None => ("creating container".to_string(), UnitState::Progressing),
-        };
+        let (old, reason, state) = replacement(&stale, desired, drift, &mut actions);
         let old_id = old.map(|c| c.id.clone());
         actions.push(Action::Launch { beside: old_id.clone(), reason: reason.clone() });
         actions.push(Action::Switch { port: proxy.port, from: routed_id.map(str::to_string), to: None });
