@@ -208,15 +208,8 @@ fn plan_direct(desired: Option<&Desired>, observed: &[Container]) -> Plan {
             let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
             return Plan { routing: Routing::NotProxied, actions, state, message: reason };
         }
-        if keep.nano_cpus != desired.nano_cpus || keep.memory != desired.memory {
-            let reason = resources_change(keep, desired, drift);
-            actions.push(Action::UpdateResources {
-                id: keep.id.clone(),
-                nano_cpus: desired.nano_cpus,
-                memory: desired.memory,
-                reason: reason.clone(),
-                event: resources_event(keep, desired, drift),
-            });
+        if let Some((update, reason)) = update_in_place(keep, desired, drift) {
+            actions.push(update);
             let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
             return Plan { routing: Routing::NotProxied, actions, state, message: reason };
         }
@@ -279,6 +272,22 @@ pub(crate) fn replacement<'c>(
         None => ("creating container".to_string(), UnitState::Progressing),
     };
     (old, reason, state)
+}
+
+/// The in-place update of cpus and memory when they differ from the spec (and no limit is lifted), and why.
+pub(crate) fn update_in_place(keep: &Container, desired: &Desired, drift: bool) -> Option<(Action, String)> {
+    if keep.nano_cpus == desired.nano_cpus && keep.memory == desired.memory {
+        return None;
+    }
+    let reason = resources_change(keep, desired, drift);
+    let update = Action::UpdateResources {
+        id: keep.id.clone(),
+        nano_cpus: desired.nano_cpus,
+        memory: desired.memory,
+        reason: reason.clone(),
+        event: resources_event(keep, desired, drift),
+    };
+    Some((update, reason))
 }
 
 pub(crate) fn lifts_a_limit(c: &Container, desired: &Desired) -> bool {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ballast_specs::wire::UnitState;
 
 use super::{
-    lifts_a_limit, replace_reason, replacement, resources_change, resources_event, short, sorted, Action,
+    lifts_a_limit, replace_reason, replacement, resources_change, short, sorted, update_in_place, Action,
     Desired, Plan, Proxied, Routed, Routing,
 };
 use crate::hosts::{Container, ContainerState};
@@ -126,15 +126,8 @@ pub(super) fn plan(desired: &Desired, proxy: &Proxied, observed: &[Container]) -
         let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
         return done(actions, state, reason);
     }
-    if keep.nano_cpus != desired.nano_cpus || keep.memory != desired.memory {
-        let reason = resources_change(keep, desired, drift);
-        actions.push(Action::UpdateResources {
-            id: keep.id.clone(),
-            nano_cpus: desired.nano_cpus,
-            memory: desired.memory,
-            reason: reason.clone(),
-            event: resources_event(keep, desired, drift),
-        });
+    if let Some((update, reason)) = update_in_place(keep, desired, drift) {
+        actions.push(update);
         let state = if drift { UnitState::Degraded } else { UnitState::Progressing };
         return done(actions, state, reason);
     }
