@@ -32,9 +32,11 @@ fn check_by_scan(roles: &[(usize, &Role)], stored: &[Role]) -> Vec<(usize, Probl
     problems
 }
 
-/// A role `name` on some of the hosts `h0`..`h3`, publishing some of a few ports, maybe behind a proxy on port 80
-/// or 3000 that routes some of two host names.
-fn role() -> impl Strategy<Value = (Vec<bool>, Vec<bool>, Option<(bool, Vec<bool>)>)> {
+/// Which of the hosts `h0`..`h3` a role is on, which of a few ports it publishes, and its proxy if any: on port 80
+/// (else 3000), routing which of two host names.
+type Drawn = (Vec<bool>, Vec<bool>, Option<(bool, Vec<bool>)>);
+
+fn role() -> impl Strategy<Value = Drawn> {
     (
         proptest::collection::vec(any::<bool>(), 4),
         proptest::collection::vec(any::<bool>(), 4),
@@ -42,7 +44,8 @@ fn role() -> impl Strategy<Value = (Vec<bool>, Vec<bool>, Option<(bool, Vec<bool
     )
 }
 
-fn make(name: &str, (hosts, ports, proxy): &(Vec<bool>, Vec<bool>, Option<(bool, Vec<bool>)>)) -> Role {
+/// The role `name` as drawn.
+fn make(name: &str, (hosts, ports, proxy): &Drawn) -> Role {
     const PORTS: [&str; 4] = ["3000:3000", "80:3000", "127.0.0.1:3000:3000", "3000:3000/udp"];
     let pick = |on: &[bool], from: &[String]| -> Vec<String> {
         on.iter().zip(from).filter(|(on, _)| **on).map(|(_, v)| v.clone()).collect()
