@@ -42,7 +42,7 @@ wait "$up_a"
 wait "$up_b"
 
 # The end-to-end suites of the side run (rig B); all the rest runs on rig A.
-side='package(ballast-e2e) & (binary(faults) | binary(proxy))'
+side='package(ballast-e2e) & (binary(faults))'
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 echo "== running the tests (side run on rig B: $side, its output at the end)"
 RIG_DIR=$work/rig-b cargo nextest run --workspace --profile ci -E "$side" "$@" >"$work/side.log" 2>&1 &
